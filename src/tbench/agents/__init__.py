@@ -1,0 +1,1 @@
+"""Agents (model runners): each one file behind `ModelRunner`."""

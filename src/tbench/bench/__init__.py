@@ -1,0 +1,1 @@
+"""The benchmark core: tasks, environments, verifier, trials, episodes."""

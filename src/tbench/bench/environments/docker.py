@@ -1,0 +1,304 @@
+"""Containers through the Docker Engine API (Docker, or podman's Docker-compatible service) via `DOCKER_HOST`.
+
+Images are built once per distinct environment folder (the tag carries a hash of its content) and reused.
+Each trial gets its own labelled container, removed at the end whatever happens; a crashed run's leftovers
+are found by label and removed on resume.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import os
+import tarfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+from filelock import FileLock
+
+from tbench.bench.environments.base import Environment, ExecResult, OutputSink, TrialLabels, ms_since
+from tbench.bench.tasks import EnvironmentSpec, FileCopy, Task
+from tbench.errors import BuildError, InfraError, UserError
+from tbench.fsutil import safe_name
+
+LABEL_MANAGED = "tbench.managed"
+LABEL_RUN = "tbench.run_id"
+LABEL_TRIAL = "tbench.trial_id"
+LABEL_TASK = "tbench.task_id"
+
+# Runs the command in its own session so a timeout can kill the whole process group; writes the group id.
+_WRAP = (
+    'p="$1"; c="$2"; '
+    "if command -v setsid >/dev/null 2>&1; then "
+    "exec setsid -w sh -c 'echo $$ > \"$0\"; exec sh -c \"$1\"' \"$p\" \"$c\"; fi; "
+    'echo $$ > "$p"; exec sh -c "$c"'
+)
+_KILL = 'g=$(cat "$1" 2>/dev/null) && { kill -9 -- "-$g" 2>/dev/null || kill -9 "$g"; }; rm -f "$1"'
+
+
+def engine_client(timeout: float = 120.0) -> docker.DockerClient:
+    """A client for `DOCKER_HOST`; an unreachable engine is the user's to fix, said in one line."""
+    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    try:
+        client = docker.from_env(timeout=int(timeout))
+        client.ping()
+    except Exception as exc:
+        raise UserError(
+            f"no container engine answers at DOCKER_HOST={host} ({type(exc).__name__}); start Docker, or "
+            "podman's API service (`source scripts/engine.sh`), and set DOCKER_HOST"
+        ) from None
+    return client
+
+
+def content_hash(folder: Path, dockerfile: str) -> str:
+    """Hash of every file's relative path, mode and bytes under the build context."""
+    h = hashlib.sha256(dockerfile.encode())
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() or p.is_symlink()):
+        rel = path.relative_to(folder).as_posix()
+        h.update(b"\0" + rel.encode() + b"\0")
+        if path.is_symlink():
+            h.update(b"L" + os.readlink(path).encode())
+            continue
+        h.update(oct(path.stat().st_mode & 0o777).encode())
+        with path.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()[:16]
+
+
+def image_tag(task: Task) -> str:
+    spec = task.environment
+    assert spec.build_dir is not None
+    return f"tbench/{safe_name(task.id).lower()}:{content_hash(spec.build_dir, spec.dockerfile)}"
+
+
+def _lock_dir() -> Path:
+    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "tbench" / "locks"
+    base.mkdir(parents=True, exist_ok=True)
+    return base
+
+
+def build_image(client: docker.DockerClient, task: Task, log_path: Path) -> str:
+    """Build (or reuse) the task's image; a failing Dockerfile is a BuildError, a slow one an InfraError."""
+    spec = task.environment
+    tag = image_tag(task)
+    with FileLock(str(_lock_dir() / (safe_name(tag) + ".lock"))):
+        with contextlib.suppress(docker.errors.ImageNotFound):
+            client.images.get(tag)
+            return tag
+        assert spec.build_dir is not None
+        deadline = time.monotonic() + spec.build_timeout_sec
+        api = docker.APIClient(base_url=client.api.base_url, timeout=int(spec.build_timeout_sec) + 5)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        error: str | None = None
+        try:
+            with log_path.open("w", encoding="utf-8") as log:
+                stream: Iterator[dict[str, Any]] = api.build(
+                    path=str(spec.build_dir), dockerfile=spec.dockerfile, tag=tag, rm=True, forcerm=True,
+                    decode=True, labels={LABEL_MANAGED: "true"},
+                )
+                for chunk in stream:
+                    if "stream" in chunk:
+                        log.write(str(chunk["stream"]))
+                    if "error" in chunk or "errorDetail" in chunk:
+                        error = str(chunk.get("error") or chunk.get("errorDetail"))
+                        log.write(f"ERROR: {error}\n")
+                    if time.monotonic() > deadline:
+                        raise InfraError(f"image build exceeded build_timeout_sec={spec.build_timeout_sec:g}")
+        except docker.errors.BuildError as exc:
+            error = str(exc)
+        except docker.errors.APIError as exc:
+            error = str(exc.explanation or exc)
+        except (OSError, docker.errors.DockerException) as exc:  # read timeout, broken connection
+            if time.monotonic() > deadline:
+                raise InfraError(f"image build exceeded build_timeout_sec={spec.build_timeout_sec:g}") from exc
+            raise InfraError(f"engine failed during build: {exc}") from exc
+        finally:
+            api.close()
+        if error is None:
+            try:
+                client.images.get(tag)
+            except docker.errors.ImageNotFound:
+                error = "build finished but produced no image"
+        if error is not None:
+            raise BuildError(f"image build failed: {error.strip()[-500:]} (log: {log_path.name})")
+        return tag
+
+
+def resolve_image(client: docker.DockerClient, task: Task, log_path: Path) -> str:
+    spec = task.environment
+    if spec.docker_image:
+        with contextlib.suppress(docker.errors.ImageNotFound):
+            client.images.get(spec.docker_image)
+            return spec.docker_image
+        try:
+            client.images.pull(spec.docker_image)
+            return spec.docker_image
+        except docker.errors.APIError as exc:
+            if spec.build_dir is None:
+                raise InfraError(f"cannot pull {spec.docker_image}: {exc.explanation or exc}") from exc
+    return build_image(client, task, log_path)
+
+
+def remove_run_containers(client: docker.DockerClient, run_id: str) -> int:
+    """Remove every container a run left behind (after kill -9). Returns how many were removed."""
+    removed = 0
+    for container in client.containers.list(all=True, filters={"label": f"{LABEL_RUN}={run_id}"}):
+        with contextlib.suppress(docker.errors.NotFound):
+            container.remove(force=True)
+            removed += 1
+    return removed
+
+
+def _tar_of(copy: FileCopy) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        tar.add(str(copy.src), arcname=Path(copy.dest).name)
+    return buf.getvalue()
+
+
+class DockerEnvironment(Environment):
+    def __init__(self, task: Task, labels: TrialLabels, trial_dir: Path, client: docker.DockerClient) -> None:
+        super().__init__(task, labels, trial_dir)
+        self.client = client
+        self.container: Any = None
+
+    def start(self) -> None:
+        spec: EnvironmentSpec = self.task.environment
+        image = resolve_image(self.client, self.task, self.trial_dir / "build.log")
+        kwargs: dict[str, Any] = {
+            "entrypoint": ["sleep", "infinity"],
+            "command": [],
+            "detach": True,
+            "labels": {
+                LABEL_MANAGED: "true",
+                LABEL_RUN: self.labels.run_id,
+                LABEL_TRIAL: self.labels.trial_id,
+                LABEL_TASK: self.labels.task_id,
+            },
+            "environment": dict(spec.env),
+            "name": f"tbench-{safe_name(self.labels.trial_id)[:60]}-{uuid.uuid4().hex[:6]}",
+        }
+        if spec.network_mode == "no-network":
+            kwargs["network_mode"] = "none"
+        if spec.cpus:
+            kwargs["nano_cpus"] = int(spec.cpus * 1e9)
+        if spec.memory_mb:
+            kwargs["mem_limit"] = f"{spec.memory_mb}m"
+        if spec.workdir:
+            kwargs["working_dir"] = spec.workdir
+        try:
+            self.container = self.client.containers.run(image, **kwargs)
+            self.workdir = spec.workdir or self.client.images.get(image).attrs["Config"].get("WorkingDir") or "/"
+        except docker.errors.DockerException as exc:
+            raise InfraError(f"cannot start container: {exc}") from exc
+
+    def exec(
+        self,
+        command: str,
+        *,
+        timeout_sec: float,
+        env: dict[str, str] | None = None,
+        log_path: Path | None = None,
+    ) -> ExecResult:
+        t0 = time.monotonic()
+        api = self.client.api
+        pidfile = f"/tmp/.tbench-exec-{uuid.uuid4().hex}"
+        try:
+            exec_id = api.exec_create(
+                self.container.id, ["sh", "-c", _WRAP, "tbench", pidfile, command],
+                environment=env or None, workdir=self.workdir, stdout=True, stderr=True,
+            )["Id"]
+            stream = api.exec_start(exec_id, stream=True, demux=False)
+        except docker.errors.DockerException as exc:
+            raise InfraError(f"exec failed: {exc}") from exc
+        sink = OutputSink(log_path)
+
+        def pump() -> None:
+            with contextlib.suppress(Exception):
+                for chunk in stream:
+                    sink.write(chunk)
+
+        reader = threading.Thread(target=pump, daemon=True)
+        reader.start()
+        timed_out = False
+        deadline = t0 + timeout_sec
+        next_poll = t0 + 0.5
+        while reader.is_alive():
+            reader.join(timeout=min(0.1, max(0.0, deadline - time.monotonic())))
+            now = time.monotonic()
+            if not reader.is_alive():
+                break
+            if now >= deadline:
+                timed_out = True
+                break
+            if now >= next_poll:  # a background child may hold the stream open after the command ended
+                next_poll = now + 0.5
+                if not self._exec_running(exec_id):
+                    reader.join(timeout=1.0)
+                    break
+        if timed_out:
+            self._kill(pidfile)
+            reader.join(timeout=5)
+        with contextlib.suppress(Exception):
+            stream.close()
+        exit_code = None if timed_out else self._exit_code(exec_id)
+        return ExecResult(exit_code=exit_code, output=sink.close(), timed_out=timed_out, duration_ms=ms_since(t0))
+
+    def _exec_running(self, exec_id: str) -> bool:
+        try:
+            return bool(self.client.api.exec_inspect(exec_id).get("Running"))
+        except docker.errors.DockerException:
+            return False
+
+    def _exit_code(self, exec_id: str) -> int | None:
+        for _ in range(50):
+            try:
+                info = self.client.api.exec_inspect(exec_id)
+            except docker.errors.DockerException as exc:
+                raise InfraError(f"exec inspect failed: {exc}") from exc
+            if not info.get("Running"):
+                code = info.get("ExitCode")
+                return int(code) if code is not None else None
+            time.sleep(0.05)
+        return None
+
+    def _kill(self, pidfile: str) -> None:
+        with contextlib.suppress(docker.errors.DockerException):
+            self.container.exec_run(["sh", "-c", _KILL, "tbench", pidfile])
+
+    def copy_in(self, copy: FileCopy) -> None:
+        parent = str(Path(copy.dest).parent)
+        try:
+            self.container.exec_run(["mkdir", "-p", parent])
+            if not self.container.put_archive(parent, _tar_of(copy)):
+                raise InfraError(f"copy of {copy.src.name} into {copy.dest} was refused")
+        except docker.errors.DockerException as exc:
+            raise InfraError(f"copy into container failed: {exc}") from exc
+
+    def copy_out(self, path: str, dest_dir: Path) -> bool:
+        try:
+            bits, _ = self.container.get_archive(path)
+            data = b"".join(bits)
+        except docker.errors.NotFound:
+            return False
+        except docker.errors.DockerException as exc:
+            raise InfraError(f"copy out of container failed: {exc}") from exc
+        dest_dir.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+            tar.extractall(dest_dir, filter="data")
+        return True
+
+    def stop(self) -> None:
+        if self.container is None:
+            return
+        with contextlib.suppress(docker.errors.DockerException):
+            self.container.remove(force=True)
+        self.container = None

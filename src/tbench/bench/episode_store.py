@@ -1,0 +1,124 @@
+"""The seed's EpisodeStore: one Episode per finished iteration, appended to `.openagents/gym/episodes.jsonl`.
+
+Appends take a file lock and skip an id already present, so a resumed run never records an iteration twice.
+Field names are the seed's (camelCase on disk), so the file matches what the TypeScript tool wrote.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from filelock import FileLock
+from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic.alias_generators import to_camel
+
+from tbench.bench.tasks import Summary
+
+EpisodeStatus = Literal["success", "partial", "failed"]
+
+
+class _Camel(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+
+class EpisodeSummary(_Camel):
+    total: int
+    passed: int
+    failed: int
+    timeout: int = 0
+    error: int = 0
+    infra_errors: int = 0
+    pass_rate: float
+    avg_turns: float = 0.0
+    avg_duration_ms: float = 0.0
+    total_tokens: int = 0
+    total_cost_usd: float = 0.0
+
+    @classmethod
+    def of(cls, s: Summary) -> EpisodeSummary:
+        return cls.model_validate(s.model_dump(include=set(cls.model_fields)))
+
+
+class Episode(_Camel):
+    id: str
+    run_id: str
+    iteration: int
+    model: str
+    suite_name: str
+    suite_version: str
+    started_at: str
+    finished_at: str
+    status: EpisodeStatus
+    summary: EpisodeSummary
+    results_path: str
+    tags: list[str] = []
+    notes: str | None = None
+
+
+def episode_status(pass_rate: float) -> EpisodeStatus:
+    """success ≥ 0.8, partial ≥ 0.3, else failed (the thresholds the original tool used)."""
+    if pass_rate >= 0.8:
+        return "success"
+    if pass_rate >= 0.3:
+        return "partial"
+    return "failed"
+
+
+class EpisodeStore:
+    def __init__(self, gym_dir: Path) -> None:
+        self.gym_dir = gym_dir
+        self.path = gym_dir / "episodes.jsonl"
+        self._lock = FileLock(str(gym_dir / ".episodes.lock"))
+
+    def _read(self) -> list[Episode]:
+        if not self.path.is_file():
+            return []
+        episodes = []
+        with self.path.open(encoding="utf-8") as fh:
+            for line in fh:
+                line = line.strip()
+                if not line:
+                    continue
+                try:
+                    episodes.append(Episode.model_validate_json(line))
+                except ValidationError:
+                    continue  # a torn last line from a crash elsewhere: skip, never fail the run
+        return episodes
+
+    def record(self, episode: Episode) -> bool:
+        """Append `episode` unless its id is already stored. Returns True when it was written."""
+        self.gym_dir.mkdir(parents=True, exist_ok=True)
+        with self._lock:
+            if any(e.id == episode.id for e in self._read()):
+                return False
+            line = episode.model_dump_json(by_alias=True) + "\n"
+            with self.path.open("a", encoding="utf-8") as fh:
+                if fh.tell() > 0 and not self._ends_with_newline():
+                    fh.write("\n")
+                fh.write(line)
+                fh.flush()
+                os.fsync(fh.fileno())
+            return True
+
+    def _ends_with_newline(self) -> bool:
+        with self.path.open("rb") as fh:
+            fh.seek(-1, os.SEEK_END)
+            return fh.read(1) == b"\n"
+
+    def query(self, *, run_id: str | None = None, model: str | None = None) -> list[Episode]:
+        return [
+            e for e in self._read() if (run_id is None or e.run_id == run_id) and (model is None or e.model == model)
+        ]
+
+    def get_baseline(self, *, model: str | None = None, suite_name: str | None = None) -> Episode | None:
+        """The most recent `success` episode (optionally for one model / suite)."""
+        matches = [
+            e
+            for e in self._read()
+            if e.status == "success"
+            and (model is None or e.model == model)
+            and (suite_name is None or e.suite_name == suite_name)
+        ]
+        return max(matches, key=lambda e: e.finished_at, default=None)

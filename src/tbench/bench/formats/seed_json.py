@@ -1,0 +1,130 @@
+"""The seed's JSON suite (`TerminalBenchSuite`). A task whose `source_path` is a TB2 folder runs as that
+TB2 task in a container; any other task runs in a fresh host workspace."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from tbench.bench.formats._common import check_task_id, read_structured, validate
+from tbench.bench.formats.tb2 import is_tb2_task, load_tb2_task
+from tbench.bench.tasks import (
+    EnvironmentSpec,
+    SeedVerification,
+    SolutionSpec,
+    Suite,
+    Task,
+    VerifierSpec,
+)
+from tbench.errors import UserError
+
+
+class _Verification(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["test", "output", "custom"]
+    command: str | None = None
+    expected: str | None = None
+    script: str | None = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> _Verification:
+        if self.type == "output" and (self.command is None or self.expected is None):
+            raise ValueError("type 'output' needs both 'command' and 'expected'")
+        if self.type == "custom" and not self.script:
+            raise ValueError("type 'custom' needs 'script'")
+        return self
+
+
+class SeedTask(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    id: str = Field(min_length=1)
+    name: str = Field(min_length=1)
+    description: str = Field(min_length=1)
+    difficulty: Literal["easy", "medium", "hard", "expert"] = "medium"
+    category: str = "uncategorized"
+    verification: _Verification
+    setup: list[str] = Field(default_factory=list)
+    timeout_seconds: float | None = Field(default=None, gt=0)
+    max_turns: int | None = Field(default=None, gt=0)
+    tags: list[str] = Field(default_factory=list)
+    files_to_modify: list[str] = Field(default_factory=list)
+    hints: list[str] = Field(default_factory=list)
+    source_path: str | None = None
+    repository: str | None = None
+    branch: str | None = None
+    solution: str | None = None
+    """tbench extension: a reference solution script, run by the `oracle` agent."""
+    verification_timeout_seconds: float | None = Field(default=None, gt=0)
+    """tbench extension: time limit for the verification command (default 600 s)."""
+
+
+class SeedSuite(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    name: str = Field(min_length=1)
+    version: str = "0"
+    description: str = ""
+    source_repo: str | None = None
+    tasks: list[SeedTask] = Field(min_length=1)
+
+
+def _seed_task(t: SeedTask, path: Path, index: int) -> Task:
+    field = f"tasks.{index}"
+    check_task_id(t.id, path, f"{field}.id")
+    if t.source_path:
+        folder = Path(t.source_path)
+        if not folder.is_absolute():
+            folder = path.parent / folder
+        if not folder.is_dir():
+            raise UserError(f"source_path {t.source_path!r} is not a folder", path=path, field=f"{field}.source_path")
+        if is_tb2_task(folder):
+            task = load_tb2_task(folder, task_id=t.id, name=t.name)
+            updates: dict[str, object] = {"tags": t.tags or task.tags, "hints": t.hints}
+            if t.max_turns:
+                updates["max_turns"] = t.max_turns
+            return task.model_copy(update=updates)
+    v = t.verification
+    verifier_command = v.script if v.type == "custom" else v.command
+    if v.type == "test" and not verifier_command:
+        verifier_command = "python3 -m pytest tests/ -v --tb=short"
+    return Task(
+        id=t.id,
+        name=t.name,
+        instruction=t.description.strip(),
+        format="seed",
+        source=f"{path}#{field}",
+        difficulty=t.difficulty,
+        category=t.category,
+        tags=list(t.tags),
+        agent_timeout_sec=t.timeout_seconds,
+        max_turns=t.max_turns,
+        environment=EnvironmentSpec(kind="local"),
+        verifier=VerifierSpec(
+            kind="seed",
+            timeout_sec=t.verification_timeout_seconds or 600.0,
+            command=verifier_command or "",
+            seed=SeedVerification(type=v.type, command=v.command, expected=v.expected, script=v.script),
+        ),
+        solution=SolutionSpec(command=t.solution) if t.solution else None,
+        setup=list(t.setup),
+        hints=list(t.hints),
+        files_to_modify=list(t.files_to_modify),
+        repository=t.repository,
+        branch=t.branch,
+    )
+
+
+def load_seed_suite(path: Path) -> Suite:
+    raw = read_structured(path)
+    suite = validate(SeedSuite, raw, path)
+    tasks = [_seed_task(t, path, i) for i, t in enumerate(suite.tasks)]
+    seen: set[str] = set()
+    for i, t in enumerate(tasks):
+        if t.id in seen:
+            raise UserError(f"duplicate task id {t.id!r}; ids must be unique", path=path, field=f"tasks.{i}.id")
+        seen.add(t.id)
+    return Suite(name=suite.name, version=suite.version, description=suite.description, source=str(path), tasks=tasks)

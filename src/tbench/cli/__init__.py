@@ -1,0 +1,1 @@
+"""Command line: `tbench` (typer app) and `tbench-iterate` (the seed's CLI)."""

@@ -1,0 +1,1 @@
+"""The overnight loop: iterations of a suite, state for resume, results and episodes."""

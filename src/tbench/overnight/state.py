@@ -1,0 +1,111 @@
+"""`config.json` (what was asked, no secrets) and `state.json` (how far it got), both written atomically.
+
+`state.json` is rewritten after every trial; a trial's own `result.json` is its commit marker, so a kill
+between the two loses nothing and runs nothing twice to completion.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, ValidationError
+
+from tbench.bench.tasks import Outcome, utcnow
+from tbench.errors import UserError
+from tbench.fsutil import atomic_write_model
+
+CONFIG_FILE = "config.json"
+STATE_FILE = "state.json"
+
+
+class RunConfig(BaseModel):
+    schema_version: int = 1
+    run_id: str
+    created_at: str
+    tbench_version: str
+    suite: str
+    """Absolute path of the suite, re-read on resume."""
+    suite_name: str
+    suite_version: str
+    task_globs: list[str] = Field(default_factory=list)
+    task_ids: list[str]
+    """The selected tasks, in run order."""
+    model: str
+    iterations: int = Field(gt=0)
+    timeout_sec: float = Field(gt=0)
+    """Agent time limit for tasks that set none of their own."""
+    max_turns: int | None = None
+    output: str
+    project_root: str
+
+
+TrialStatus = Literal["pending", "running", "done"]
+
+
+class TrialState(BaseModel):
+    status: TrialStatus = "pending"
+    attempts: int = 0
+    """Times the trial was started; more than one means an earlier start was interrupted."""
+    outcome: Outcome | None = None
+    trial_dir: str | None = None
+
+
+class IterationState(BaseModel):
+    iteration: int
+    status: Literal["pending", "running", "done"] = "pending"
+    started_at: str | None = None
+    finished_at: str | None = None
+    episode_id: str | None = None
+    trials: dict[str, TrialState] = Field(default_factory=dict)
+
+
+class RunState(BaseModel):
+    schema_version: int = 1
+    run_id: str
+    status: Literal["running", "interrupted", "completed"] = "running"
+    started_at: str
+    updated_at: str
+    resumes: int = 0
+    iterations: list[IterationState]
+
+    @classmethod
+    def new(cls, config: RunConfig) -> RunState:
+        now = utcnow()
+        return cls(
+            run_id=config.run_id,
+            started_at=now,
+            updated_at=now,
+            iterations=[
+                IterationState(iteration=i, trials={t: TrialState() for t in config.task_ids})
+                for i in range(1, config.iterations + 1)
+            ],
+        )
+
+    def save(self, run_dir: Path) -> None:
+        self.updated_at = utcnow()
+        atomic_write_model(run_dir / STATE_FILE, self)
+
+
+def load_run(state_path: Path) -> tuple[RunConfig, RunState]:
+    """Read a run folder for `--resume`; anything unreadable is a one-line UserError."""
+    if state_path.is_dir():
+        state_path = state_path / STATE_FILE
+    if not state_path.is_file():
+        raise UserError("no such state file; pass the state.json of an earlier run", path=state_path,
+                        field="--resume")
+    config_path = state_path.parent / CONFIG_FILE
+    if not config_path.is_file():
+        raise UserError("config.json is missing beside state.json; this is not a tbench run folder",
+                        path=config_path)
+    try:
+        config = RunConfig.model_validate_json(config_path.read_text())
+    except ValidationError as exc:
+        raise UserError(f"unreadable run config ({exc.errors()[0]['msg']})", path=config_path) from None
+    try:
+        state = RunState.model_validate_json(state_path.read_text())
+    except ValidationError as exc:
+        raise UserError(f"unreadable run state ({exc.errors()[0]['msg']})", path=state_path) from None
+    if state.run_id != config.run_id:
+        raise UserError(f"run id {state.run_id!r} does not match config.json ({config.run_id!r})", path=state_path)
+    return config, state

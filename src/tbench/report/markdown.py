@@ -1,0 +1,49 @@
+"""`report.md`: what a person reads in the morning."""
+
+from __future__ import annotations
+
+from tbench.report.summary import IterationDelta, RunSummary
+
+_MARK = {"pass": "✓", "fail": "✗", "timeout": "⏱", "error": "!"}
+
+
+def render_markdown(summary: RunSummary, deltas: list[IterationDelta]) -> str:
+    s = summary
+    out = [
+        f"# tbench run `{s.run_id}`",
+        "",
+        f"- Suite: **{s.suite_name}** {s.suite_version}",
+        f"- Model: **{s.model}**",
+        f"- Status: {s.status}; iterations {s.iterations_completed}/{s.iterations_planned}",
+    ]
+    if s.mean_pass_rate is not None:
+        out.append(
+            f"- Mean pass rate: **{s.mean_pass_rate:.1%}** (best iteration {s.best_iteration}, "
+            f"worst {s.worst_iteration})"
+        )
+    out += [f"- Trials: {s.total_trials}; tokens: {s.total_tokens}; cost: ${s.total_cost_usd:.4f}", ""]
+    out += ["## Iterations", "", "| # | pass rate | passed/total | timeout | error | infra | avg duration |",
+            "|---|---|---|---|---|---|---|"]
+    for line in s.iterations:
+        out.append(
+            f"| {line.iteration} | {line.pass_rate:.1%} | {line.passed}/{line.total} | {line.timeout} | "
+            f"{line.error} | {line.infra_errors} | {line.avg_duration_ms / 1000:.1f}s |"
+        )
+    if deltas:
+        out += ["", "## Changes between iterations", ""]
+        for d in deltas:
+            out.append(
+                f"- {d.previous_iteration} → {d.iteration}: {d.pass_rate_change:+.1%}; "
+                f"improved: {', '.join(d.improved) or '—'}; regressed: {', '.join(d.regressed) or '—'}"
+            )
+    if s.tasks:
+        iters = [line.iteration for line in s.iterations]
+        out += ["", "## Tasks", "", "| task | " + " | ".join(str(i) for i in iters) + " | pass rate |",
+                "|---|" + "---|" * (len(iters) + 1)]
+        for t in s.tasks:
+            marks = " | ".join(_MARK[o] for o in t.outcomes)
+            out.append(f"| {t.task_id}{' (flaky)' if t.flaky else ''} | {marks} | {t.pass_rate:.0%} |")
+        out += ["", "✓ pass · ✗ fail · ⏱ timeout · ! error (infra errors are excluded from pass rates)"]
+    if s.flaky_tasks:
+        out += ["", f"Flaky tasks (passed in some iterations, failed in others): {', '.join(s.flaky_tasks)}"]
+    return "\n".join(out) + "\n"
