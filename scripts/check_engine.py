@@ -102,7 +102,7 @@ def main() -> int:
 
     @check("images.build FROM base, tag tbench/...:abc123", core=True)
     def _() -> Any:
-        img, logs = client.images.build(path=ctx, tag=TAG, labels=LABELS, rm=True)
+        img, logs = client.images.build(path=ctx, tag=TAG, labels=LABELS, rm=True, forcerm=True)
         lines = [c.get("stream", "").strip() for c in logs if c.get("stream", "").strip()]
         return {"id": img.id[:19], "tags": img.tags, "log_tail": lines[-2:]}
 
@@ -112,9 +112,12 @@ def main() -> int:
         return {"tags": img.tags, "WorkingDir": img.attrs["Config"].get("WorkingDir"),
                 "Labels": img.attrs["Config"].get("Labels")}
 
-    @check("images.get('localhost/' + tag)")
+    @check("images.get('localhost/' + tag) (podman's compat API names it docker.io/..., not localhost/...)")
     def _() -> Any:
-        return client.images.get("localhost/" + TAG).tags
+        try:
+            return f"found: {client.images.get('localhost/' + TAG).tags}"
+        except ImageNotFound:
+            return f"ImageNotFound; found as {client.images.get('docker.io/' + TAG).tags}"
 
     @check("images.list(filters={'label': 'tbench.check=<id>'})")
     def _() -> Any:
@@ -135,7 +138,7 @@ def main() -> int:
     @check("images.build with failing RUN raises BuildError")
     def _() -> Any:
         try:
-            client.images.build(path=bad, tag=f"tbench/check-bad-{RUN_ID}:x", labels=LABELS)
+            client.images.build(path=bad, tag=f"tbench/check-bad-{RUN_ID}:x", labels=LABELS, rm=True, forcerm=True)
         except BuildError as e:
             logs = [c.get("stream", c.get("error", "")).strip() for c in e.build_log]
             return {"msg": e.msg, "log_tail": [x for x in logs if x][-3:]}
@@ -148,10 +151,20 @@ def main() -> int:
     @check("images.build FROM an unpullable registry image (error + time)")
     def _() -> Any:
         try:
-            client.images.build(path=unknown, tag=f"tbench/check-unk-{RUN_ID}:x", labels=LABELS)
+            client.images.build(path=unknown, tag=f"tbench/check-unk-{RUN_ID}:x", labels=LABELS, rm=True, forcerm=True)
         except (BuildError, APIError) as e:
             return f"{type(e).__name__}: {str(e)[:300]}"
         raise AssertionError("build succeeded")
+
+    @check("no build containers left behind (podman ps -a --external) with rm=True, forcerm=True")
+    def _() -> Any:
+        import subprocess
+
+        out = subprocess.run(["podman", "ps", "-a", "--external", "--format", "{{.Names}}"],
+                             capture_output=True, text=True, timeout=60, check=True).stdout.split()
+        leaked = [n for n in out if n.endswith("working-container") or "working-container-" in n]
+        assert not leaked, f"leaked build containers: {leaked}"
+        return "none"
 
     @check("images.pull from a registry (expected to fail offline)")
     def _() -> Any:
@@ -253,10 +266,11 @@ def main() -> int:
         return {"put_archive": ok, "file_stat": stat, "file_names": names, "content": content.decode(),
                 "dir_stat": stat2, "dir_names": names2, "ls": ls}
 
-    @check("put_archive into a missing directory")
+    @check("put_archive into a missing directory (docker: 404; podman creates it?)")
     def _() -> Any:
         try:
-            return c().put_archive("/no/such/dir", tar_of({"a": b"a"}))
+            ok = c().put_archive("/no/such/dir", tar_of({"a": b"a"}))
+            return {"returned": ok, "ls": c().exec_run(["ls", "/no/such/dir"]).output.decode().split()}
         except (APIError, NotFound) as e:
             return f"{type(e).__name__}: {e}"
 
@@ -267,6 +281,14 @@ def main() -> int:
             return {"returned": stat}
         except (APIError, NotFound) as e:
             return f"{type(e).__name__}: {e}"
+
+    @check("create with a name already in use: error class + status code")
+    def _() -> Any:
+        try:
+            client.containers.create(TAG, ["true"], name=c().name, labels=LABELS)
+        except APIError as e:
+            return f"{type(e).__name__} status_code={e.status_code}: {str(e.explanation)[:120]}"
+        raise AssertionError("no error")
 
     @check("containers.list(all=True, filters={'label': 'tbench.check=<id>'})", core=True)
     def _() -> Any:
@@ -357,6 +379,14 @@ def main() -> int:
         return {"status": c().status, "ExitCode": c().attrs["State"].get("ExitCode"),
                 "seconds": round(time.perf_counter() - t0, 2)}
 
+    @check("exec_run on a stopped container: error class + status code")
+    def _() -> Any:
+        try:
+            c().exec_run(["true"])
+        except APIError as e:
+            return f"{type(e).__name__} status_code={e.status_code}: {str(e.explanation)[:120]}"
+        raise AssertionError("no error")
+
     @check("remove(force=True) then get -> NotFound", core=True)
     def _() -> Any:
         cid = c().id
@@ -398,16 +428,20 @@ def main() -> int:
             cc.remove(force=True)
             n_c += 1
         n_i = 0
-        for img in client.images.list(filters={"label": f"tbench.check={RUN_ID}"}):
-            client.images.remove(img.id, force=True)
-            n_i += 1
+        # all=True: the build's intermediate layer images carry the build labels too.
+        for img in client.images.list(all=True, filters={"label": f"tbench.check={RUN_ID}"}):
+            try:
+                client.images.remove(img.id, force=True)
+                n_i += 1
+            except NotFound:
+                pass  # already gone with a child image
         return {"containers_removed": n_c, "images_removed": n_i}
 
     if "--json" in sys.argv:
         print(json.dumps(results, indent=2, default=str))
     failed = [r["check"] for r in results if r["status"] == "FAIL"]
     print(f"{len(results) - len(failed)} checks ok, {len(failed)} failed"
-          + (f" (core failures: yes)" if core_failed else ""), flush=True)
+          + (" (core failures: yes)" if core_failed else ""), flush=True)
     return 1 if core_failed else 0
 
 

@@ -54,7 +54,7 @@ def iterate(
     from tbench.overnight.iterate import IterateOptions, Run
 
     def notify(line: str) -> None:
-        console.print(line, markup=False)
+        console.print(line, markup=False, soft_wrap=True)
 
     if resume is not None:
         if suite is not None or output is not None:
@@ -77,7 +77,10 @@ def iterate(
     try:
         run.execute()
     except KeyboardInterrupt:
-        err_console.print(f"interrupted; state saved. Resume with: tbench-iterate --resume {run.dir / 'state.json'}")
+        err_console.print(
+            f"interrupted; state saved. Resume with: tbench-iterate --resume {run.dir / 'state.json'}",
+            markup=False, soft_wrap=True,
+        )
         raise typer.Exit(130) from None
     notify(f"Done. Report: {run.dir / 'report.md'}")
 
@@ -104,7 +107,9 @@ def version() -> None:
 def _run(typer_app: typer.Typer) -> None:
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        typer_app(standalone_mode=False)
+        rc = typer_app(standalone_mode=False)
+        if isinstance(rc, int) and rc:
+            sys.exit(rc)
     except UserError as exc:
         if DEBUG:
             traceback.print_exc()

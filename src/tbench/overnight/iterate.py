@@ -77,9 +77,9 @@ class Run:
         run_id = opts.run_id or new_run_id()
         if not SAFE_ID.match(run_id):
             raise UserError(f"{run_id!r} is not allowed: use letters, digits, '.', '_' or '-'", field="--run-id")
+        suite = select_tasks(load_suite(opts.suite), list(opts.tasks))
         model = parse_model(opts.model)
         runner = create_model_runner(model)
-        suite = select_tasks(load_suite(opts.suite), list(opts.tasks))
         output = opts.output or Path("results") / datetime.now().strftime("%Y%m%d")
         if output.exists() and (not output.is_dir() or any(output.iterdir())):
             raise UserError(
