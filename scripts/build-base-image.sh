@@ -36,7 +36,7 @@ log() { printf 'build-base-image.sh: %s\n' "$*" >&2; }
 
 # Same containers.conf (and packages, and running service) as everything else.
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-# shellcheck source=engine.sh
+# shellcheck source=scripts/engine.sh
 source "$here/engine.sh" >/dev/null
 
 # One build at a time on this machine.
@@ -55,7 +55,7 @@ cleanup() {
     # debootstrap mounts proc/sys inside the target: unmount anything left under $work
     # before deleting, and never cross into another file system.
     local m
-    for m in $(awk -v w="$work" 'index($2, w) == 1 {print $2}' /proc/mounts | sort -r); do
+    awk -v w="$work" 'index($2, w) == 1 {print $2}' /proc/mounts | sort -r | while read -r m; do
         umount -l "$m" 2>/dev/null || true
     done
     rm -rf --one-file-system "$work"
@@ -64,7 +64,7 @@ trap cleanup EXIT
 root=$work/rootfs
 
 log "debootstrap --variant=minbase $SUITE (include: $INCLUDE) from $MIRROR"
-if ! timeout "$DEADLINE" debootstrap --variant=minbase --include="$INCLUDE" \
+if ! timeout --kill-after=30 "$DEADLINE" debootstrap --variant=minbase --include="$INCLUDE" \
         "$SUITE" "$root" "$MIRROR" >"$work/debootstrap.log" 2>&1; then
     log "ERROR: debootstrap failed or ran past ${DEADLINE}s; last lines of its log:"
     tail -n 25 "$work/debootstrap.log" >&2
@@ -101,8 +101,8 @@ rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/* "$root"/
 find "$root/var/log" -type f -delete 2>/dev/null || true
 
 ca=/etc/ssl/certs/ca-certificates.crt
-# Remove the tag first so a --force rebuild leaves no dangling copy under the same name.
-podman image exists "$IMAGE" && podman untag "$IMAGE" "$IMAGE" >/dev/null 2>&1 || true
+# Importing onto an existing tag (--force) moves the tag; the old image stays, untagged,
+# while images or containers still use it (`podman image prune` clears it later).
 tar --numeric-owner -C "$root" -c . | podman import \
     --change 'WORKDIR /app' \
     --change 'CMD ["/bin/bash"]' \

@@ -45,7 +45,7 @@ def check(name: str, core: bool = False) -> Callable[[Callable[[], Any]], Any]:
         try:
             detail = fn()
             status = "OK"
-        except Exception as e:  # noqa: BLE001 - the point is to report any error verbatim
+        except Exception as e:  # the point is to report any error verbatim
             detail = f"{type(e).__module__}.{type(e).__name__}: {e}"
             status = "FAIL"
             if os.environ.get("TBENCH_CHECK_DEBUG"):
@@ -60,6 +60,12 @@ def check(name: str, core: bool = False) -> Callable[[Callable[[], Any]], Any]:
     return deco
 
 
+def text(result: Any) -> str:
+    """ExecResult.output as text (typed bytes | iterator in the SDK's stubs)."""
+    out = result.output
+    return out.decode() if isinstance(out, bytes) else str(out)
+
+
 def tar_of(files: dict[str, bytes]) -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tf:
@@ -72,7 +78,7 @@ def tar_of(files: dict[str, bytes]) -> bytes:
     return buf.getvalue()
 
 
-def main() -> int:
+def main() -> int:  # noqa: C901, PLR0915 - one linear probe; each check is a closure
     client = docker.from_env(timeout=120)
     api = client.api
 
@@ -81,20 +87,38 @@ def main() -> int:
         assert client.ping() is True
         v = client.version()
         comps = [c.get("Name") for c in v.get("Components", [])]
-        return {"Version": v.get("Version"), "ApiVersion": v.get("ApiVersion"), "Components": comps,
-                "sdk_api_version": api.api_version}
+        return {
+            "Version": v.get("Version"),
+            "ApiVersion": v.get("ApiVersion"),
+            "Components": comps,
+            "sdk_api_version": api.api_version,
+        }
 
     @check("info: cgroup driver/version, storage driver")
     def _() -> Any:
         i = client.info()
-        return {k: i.get(k) for k in ("CgroupDriver", "CgroupVersion", "Driver", "MemoryLimit",
-                                      "CpuCfsQuota", "SwapLimit", "NCPU", "MemTotal")}
+        return {
+            k: i.get(k)
+            for k in (
+                "CgroupDriver",
+                "CgroupVersion",
+                "Driver",
+                "MemoryLimit",
+                "CpuCfsQuota",
+                "SwapLimit",
+                "NCPU",
+                "MemTotal",
+            )
+        }
 
     @check("base image present + WorkingDir/Cmd", core=True)
     def _() -> Any:
         img = client.images.get(BASE)
-        return {"tags": img.tags, "WorkingDir": img.attrs["Config"].get("WorkingDir"),
-                "Cmd": img.attrs["Config"].get("Cmd")}
+        return {
+            "tags": img.tags,
+            "WorkingDir": img.attrs["Config"].get("WorkingDir"),
+            "Cmd": img.attrs["Config"].get("Cmd"),
+        }
 
     ctx = tempfile.mkdtemp(prefix="tbench-check-")
     with open(os.path.join(ctx, "Dockerfile"), "w") as f:
@@ -103,14 +127,18 @@ def main() -> int:
     @check("images.build FROM base, tag tbench/...:abc123", core=True)
     def _() -> Any:
         img, logs = client.images.build(path=ctx, tag=TAG, labels=LABELS, rm=True, forcerm=True)
-        lines = [c.get("stream", "").strip() for c in logs if c.get("stream", "").strip()]
-        return {"id": img.id[:19], "tags": img.tags, "log_tail": lines[-2:]}
+        chunks: list[Any] = list(logs)
+        lines = [str(ch.get("stream", "")).strip() for ch in chunks if isinstance(ch, dict)]
+        return {"id": str(img.id)[:19], "tags": img.tags, "log_tail": [x for x in lines if x][-2:]}
 
     @check("images.get(tag) by the short name used at build", core=True)
     def _() -> Any:
         img = client.images.get(TAG)
-        return {"tags": img.tags, "WorkingDir": img.attrs["Config"].get("WorkingDir"),
-                "Labels": img.attrs["Config"].get("Labels")}
+        return {
+            "tags": img.tags,
+            "WorkingDir": img.attrs["Config"].get("WorkingDir"),
+            "Labels": img.attrs["Config"].get("Labels"),
+        }
 
     @check("images.get('localhost/' + tag) (podman's compat API names it docker.io/..., not localhost/...)")
     def _() -> Any:
@@ -160,8 +188,13 @@ def main() -> int:
     def _() -> Any:
         import subprocess
 
-        out = subprocess.run(["podman", "ps", "-a", "--external", "--format", "{{.Names}}"],
-                             capture_output=True, text=True, timeout=60, check=True).stdout.split()
+        out = subprocess.run(
+            ["podman", "ps", "-a", "--external", "--format", "{{.Names}}"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        ).stdout.split()
         leaked = [n for n in out if n.endswith("working-container") or "working-container-" in n]
         assert not leaked, f"leaked build containers: {leaked}"
         return "none"
@@ -179,32 +212,47 @@ def main() -> int:
     @check("containers.run sleep infinity, labels, mem_limit=512m, nano_cpus=1e9, network none", core=True)
     def _() -> Any:
         c = client.containers.run(
-            TAG, entrypoint=["sleep", "infinity"], detach=True, labels=LABELS,
-            mem_limit="512m", nano_cpus=1_000_000_000, network_mode="none",
+            TAG,
+            entrypoint=["sleep", "infinity"],
+            detach=True,
+            labels=LABELS,
+            mem_limit="512m",
+            nano_cpus=1_000_000_000,
+            network_mode="none",
             name=f"tbench-check-{RUN_ID}",
         )
         holder["c"] = c
         c.reload()
         hc = c.attrs["HostConfig"]
-        return {"status": c.status, "Memory": hc.get("Memory"), "MemorySwap": hc.get("MemorySwap"),
-                "NanoCpus": hc.get("NanoCpus"), "CpuQuota": hc.get("CpuQuota"),
-                "CpuPeriod": hc.get("CpuPeriod"), "NetworkMode": hc.get("NetworkMode"),
-                "Labels": c.labels, "WorkingDir": c.attrs["Config"].get("WorkingDir")}
+        return {
+            "status": c.status,
+            "Memory": hc.get("Memory"),
+            "MemorySwap": hc.get("MemorySwap"),
+            "NanoCpus": hc.get("NanoCpus"),
+            "CpuQuota": hc.get("CpuQuota"),
+            "CpuPeriod": hc.get("CpuPeriod"),
+            "NetworkMode": hc.get("NetworkMode"),
+            "Labels": c.labels,
+            "WorkingDir": c.attrs["Config"].get("WorkingDir"),
+        }
 
     def c() -> Any:
         return holder["c"]
 
     @check("limits seen inside the container (cgroup v1 files)")
     def _() -> Any:
-        cmd = ("cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/cpu/cpu.cfs_quota_us "
-               "/sys/fs/cgroup/cpu/cpu.cfs_period_us 2>&1; cat /proc/self/cgroup | head -3")
+        cmd = (
+            "cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/cpu/cpu.cfs_quota_us "
+            "/sys/fs/cgroup/cpu/cpu.cfs_period_us 2>&1; cat /proc/self/cgroup | head -3"
+        )
         r = c().exec_run(["sh", "-c", cmd])
-        return {"exit_code": r.exit_code, "output": r.output.decode().split("\n")}
+        return {"exit_code": r.exit_code, "output": text(r).split("\n")}
 
     @check("mem_limit enforced: allocate 800 MiB in a 512m container")
     def _() -> Any:
-        r = c().exec_run(["python3", "-c", "b = bytearray(800 * 1024 * 1024); b[::4096] = b'x' * len(b[::4096]); print('alive')"])
-        return {"exit_code": r.exit_code, "output": r.output.decode()[-200:]}
+        hog = "b = bytearray(800 * 1024 * 1024); b[::4096] = b'x' * len(b[::4096]); print('alive')"
+        r = c().exec_run(["python3", "-c", hog])
+        return {"exit_code": r.exit_code, "output": text(r)[-200:]}
 
     @check("container still running after in-container OOM kill")
     def _() -> Any:
@@ -213,9 +261,15 @@ def main() -> int:
 
     @check("network_mode none: only loopback")
     def _() -> Any:
-        r = c().exec_run(["sh", "-c", "cat /proc/net/dev | tail -n +3 | cut -d: -f1; "
-                                      "curl -sS -m 5 -o /dev/null https://pypi.org/simple/ 2>&1; echo rc=$?"])
-        return {"exit_code": r.exit_code, "output": r.output.decode().split()}
+        r = c().exec_run(
+            [
+                "sh",
+                "-c",
+                "cat /proc/net/dev | tail -n +3 | cut -d: -f1; "
+                "curl -sS -m 5 -o /dev/null https://pypi.org/simple/ 2>&1; echo rc=$?",
+            ]
+        )
+        return {"exit_code": r.exit_code, "output": text(r).split()}
 
     @check("exec_run exit codes: true / false / exit 3", core=True)
     def _() -> Any:
@@ -227,18 +281,27 @@ def main() -> int:
     def _() -> Any:
         try:
             r = c().exec_run(["/no/such/binary"])
-            return {"exit_code": r.exit_code, "output": r.output.decode()[:200]}
+            return {"exit_code": r.exit_code, "output": text(r)[:200]}
         except APIError as e:
             return f"raises APIError: {e}"
 
     @check("exec_run workdir default, workdir=, environment=, user=, demux=True")
     def _() -> Any:
         r1 = c().exec_run(["pwd"])
-        r2 = c().exec_run(["sh", "-c", "pwd; echo $FOO; id -u; echo err >&2"], workdir="/tmp",
-                          environment={"FOO": "bar"}, user="nobody", demux=True)
+        r2 = c().exec_run(
+            ["sh", "-c", "pwd; echo $FOO; id -u; echo err >&2"],
+            workdir="/tmp",
+            environment={"FOO": "bar"},
+            user="nobody",
+            demux=True,
+        )
         out, err = r2.output
-        return {"default_pwd": r1.output.decode().strip(), "out": out.decode().split(),
-                "err": (err or b"").decode().strip(), "exit_code": r2.exit_code}
+        return {
+            "default_pwd": text(r1).strip(),
+            "out": out.decode().split(),
+            "err": (err or b"").decode().strip(),
+            "exit_code": r2.exit_code,
+        }
 
     @check("exec_run(stream=True) yields chunks; exit code afterwards via exec_inspect")
     def _() -> Any:
@@ -262,22 +325,29 @@ def main() -> int:
         bits2, stat2 = c().get_archive("/app")
         with tarfile.open(fileobj=io.BytesIO(b"".join(bits2))) as tf:
             names2 = sorted(tf.getnames())
-        ls = c().exec_run(["ls", "-ln", "/app", "/app/sub"]).output.decode().split("\n")
-        return {"put_archive": ok, "file_stat": stat, "file_names": names, "content": content.decode(),
-                "dir_stat": stat2, "dir_names": names2, "ls": ls}
+        ls = text(c().exec_run(["ls", "-ln", "/app", "/app/sub"])).split("\n")
+        return {
+            "put_archive": ok,
+            "file_stat": stat,
+            "file_names": names,
+            "content": content.decode(),
+            "dir_stat": stat2,
+            "dir_names": names2,
+            "ls": ls,
+        }
 
     @check("put_archive into a missing directory (docker: 404; podman creates it?)")
     def _() -> Any:
         try:
             ok = c().put_archive("/no/such/dir", tar_of({"a": b"a"}))
-            return {"returned": ok, "ls": c().exec_run(["ls", "/no/such/dir"]).output.decode().split()}
+            return {"returned": ok, "ls": text(c().exec_run(["ls", "/no/such/dir"])).split()}
         except (APIError, NotFound) as e:
             return f"{type(e).__name__}: {e}"
 
     @check("get_archive of a missing path")
     def _() -> Any:
         try:
-            bits, stat = c().get_archive("/no/such/file")
+            _bits, stat = c().get_archive("/no/such/file")
             return {"returned": stat}
         except (APIError, NotFound) as e:
             return f"{type(e).__name__}: {e}"
@@ -302,8 +372,11 @@ def main() -> int:
     @check("bind mount read-only (volumes=) of the host CA bundle")
     def _() -> Any:
         c2 = client.containers.run(
-            TAG, ["sh", "-c", "head -c 27 /mnt/ca.crt; echo; touch /mnt/ca.crt 2>&1 | tail -1"], detach=True,
-            labels=LABELS, network_mode="none",
+            TAG,
+            ["sh", "-c", "head -c 27 /mnt/ca.crt; echo; touch /mnt/ca.crt 2>&1 | tail -1"],
+            detach=True,
+            labels=LABELS,
+            network_mode="none",
             volumes={"/etc/ssl/certs/ca-certificates.crt": {"bind": "/mnt/ca.crt", "mode": "ro"}},
         )
         rc = c2.wait(timeout=60)
@@ -317,10 +390,17 @@ def main() -> int:
         try:
             c3.reload()
             nets = list(c3.attrs["NetworkSettings"].get("Networks", {}).keys())
-            r = c3.exec_run(["sh", "-c", "curl -sS -m 20 -o /dev/null -w '%{http_code}' https://pypi.org/simple/six/; echo; "
-                                         "getent hosts deb.debian.org | head -1"])
-            return {"NetworkMode": c3.attrs["HostConfig"].get("NetworkMode"), "Networks": nets,
-                    "exit_code": r.exit_code, "output": r.output.decode().split("\n")}
+            probe = (
+                "curl -sS -m 20 -o /dev/null -w '%{http_code}' https://pypi.org/simple/six/; echo; "
+                "getent hosts deb.debian.org | head -1"
+            )
+            r = c3.exec_run(["sh", "-c", probe])
+            return {
+                "NetworkMode": c3.attrs["HostConfig"].get("NetworkMode"),
+                "Networks": nets,
+                "exit_code": r.exit_code,
+                "output": text(r).split("\n"),
+            }
         finally:
             c3.remove(force=True)
 
@@ -330,9 +410,11 @@ def main() -> int:
         try:
             c4.reload()
             r = c4.exec_run(["sh", "-c", "curl -sS -m 20 -o /dev/null -w '%{http_code}' https://pypi.org/simple/six/"])
-            return {"NetworkMode": c4.attrs["HostConfig"].get("NetworkMode"),
-                    "Networks": list(c4.attrs["NetworkSettings"].get("Networks", {}).keys()),
-                    "output": r.output.decode()}
+            return {
+                "NetworkMode": c4.attrs["HostConfig"].get("NetworkMode"),
+                "Networks": list(c4.attrs["NetworkSettings"].get("Networks", {}).keys()),
+                "output": text(r),
+            }
         finally:
             c4.remove(force=True)
 
@@ -352,13 +434,24 @@ def main() -> int:
 
     @check("pids_limit=256, init=True, tty=True accepted")
     def _() -> Any:
-        c6 = client.containers.run(TAG, ["sleep", "infinity"], detach=True, labels=LABELS, network_mode="none",
-                                   pids_limit=256, init=True, tty=True)
+        c6 = client.containers.run(
+            TAG,
+            ["sleep", "infinity"],
+            detach=True,
+            labels=LABELS,
+            network_mode="none",
+            pids_limit=256,
+            init=True,
+            tty=True,
+        )
         try:
             c6.reload()
             r = c6.exec_run(["sh", "-c", "cat /sys/fs/cgroup/pids/pids.max; ps -o pid,comm 1"])
-            return {"PidsLimit": c6.attrs["HostConfig"].get("PidsLimit"), "Init": c6.attrs["HostConfig"].get("Init"),
-                    "out": r.output.decode().split()}
+            return {
+                "PidsLimit": c6.attrs["HostConfig"].get("PidsLimit"),
+                "Init": c6.attrs["HostConfig"].get("Init"),
+                "out": text(r).split(),
+            }
         finally:
             c6.remove(force=True)
 
@@ -368,7 +461,7 @@ def main() -> int:
         try:
             c().wait(timeout=2)
             return "returned?!"
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             return f"{type(e).__module__}.{type(e).__name__} after {time.perf_counter() - t0:.1f}s"
 
     @check("stop(timeout=1) a `sleep infinity` entrypoint (PID 1 ignores SIGTERM)")
@@ -376,8 +469,11 @@ def main() -> int:
         t0 = time.perf_counter()
         c().stop(timeout=1)
         c().reload()
-        return {"status": c().status, "ExitCode": c().attrs["State"].get("ExitCode"),
-                "seconds": round(time.perf_counter() - t0, 2)}
+        return {
+            "status": c().status,
+            "ExitCode": c().attrs["State"].get("ExitCode"),
+            "seconds": round(time.perf_counter() - t0, 2),
+        }
 
     @check("exec_run on a stopped container: error class + status code")
     def _() -> Any:
@@ -402,8 +498,15 @@ def main() -> int:
         times = []
         for _i in range(5):
             t0 = time.perf_counter()
-            cc = client.containers.run(TAG, entrypoint=["sleep", "infinity"], detach=True, labels=LABELS,
-                                       network_mode="none", mem_limit="512m", nano_cpus=1_000_000_000)
+            cc = client.containers.run(
+                TAG,
+                entrypoint=["sleep", "infinity"],
+                detach=True,
+                labels=LABELS,
+                network_mode="none",
+                mem_limit="512m",
+                nano_cpus=1_000_000_000,
+            )
             assert cc.exec_run(["true"]).exit_code == 0
             cc.remove(force=True)
             times.append(time.perf_counter() - t0)
@@ -431,7 +534,7 @@ def main() -> int:
         # all=True: the build's intermediate layer images carry the build labels too.
         for img in client.images.list(all=True, filters={"label": f"tbench.check={RUN_ID}"}):
             try:
-                client.images.remove(img.id, force=True)
+                client.images.remove(str(img.id), force=True)
                 n_i += 1
             except NotFound:
                 pass  # already gone with a child image
@@ -440,8 +543,11 @@ def main() -> int:
     if "--json" in sys.argv:
         print(json.dumps(results, indent=2, default=str))
     failed = [r["check"] for r in results if r["status"] == "FAIL"]
-    print(f"{len(results) - len(failed)} checks ok, {len(failed)} failed"
-          + (" (core failures: yes)" if core_failed else ""), flush=True)
+    print(
+        f"{len(results) - len(failed)} checks ok, {len(failed)} failed"
+        + (" (core failures: yes)" if core_failed else ""),
+        flush=True,
+    )
     return 1 if core_failed else 0
 
 

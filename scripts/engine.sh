@@ -103,11 +103,21 @@ print(data.split(b"\r\n\r\n", 1)[-1].decode())
 }
 
 _tbench_engine_start() {
-    local sock=$1 conf=$2 logf=$3 wait_s=$4 pidf pid i
+    local sock=$1 conf=$2 logf=$3 wait_s=$4 pidf
     pidf="$(dirname "$sock")/podman-service.pid"
     mkdir -p "$(dirname "$sock")" || return 1
     if _tbench_engine_ping "$sock"; then return 0; fi
-    pid=$(cat "$pidf" 2>/dev/null)
+    # Serialise concurrent starters (two CI steps, a test and a shell): the loser waits for the winner.
+    {
+        flock -w "$wait_s" 8 || { _tbench_engine_log "ERROR: could not lock $(dirname "$sock")/engine.lock"; return 1; }
+        _tbench_engine_start_locked "$sock" "$conf" "$logf" "$wait_s" "$pidf"
+    } 8>"$(dirname "$sock")/engine.lock"
+}
+
+_tbench_engine_start_locked() {
+    local sock=$1 conf=$2 logf=$3 wait_s=$4 pidf=$5 pid i
+    if _tbench_engine_ping "$sock"; then return 0; fi
+    pid=$(cat "$pidf" 2>/dev/null || true)
     if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null \
         && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q 'system service'; then
         _tbench_engine_log "podman service (pid $pid) is running but not answering yet; waiting"
@@ -116,7 +126,7 @@ _tbench_engine_start() {
         _tbench_engine_log "starting podman system service on unix://$sock (log: $logf)"
         # setsid+nohup: survives the calling shell/CI step; no fd to the caller's pipes.
         CONTAINERS_CONF=$conf setsid nohup podman system service --time=0 "unix://$sock" \
-            </dev/null >>"$logf" 2>&1 &
+            </dev/null >>"$logf" 2>&1 8>&- &
         pid=$!
         echo "$pid" >"$pidf"
         disown "$pid" 2>/dev/null || true
@@ -152,7 +162,7 @@ print("tbench engine: %s %s (API %s, %s/%s) at unix://%s" % (
 _tbench_engine_stop() {
     local sock=$1 pidf pid i
     pidf="$(dirname "$sock")/podman-service.pid"
-    pid=$(cat "$pidf" 2>/dev/null)
+    pid=$(cat "$pidf" 2>/dev/null || true)
     if [ -z "$pid" ] || ! kill -0 "$pid" 2>/dev/null; then
         _tbench_engine_log "no running service from $pidf"; rm -f "$pidf"; return 0
     fi
@@ -180,7 +190,7 @@ _tbench_engine_main() {
 _tbench_engine_finish() {  # drop our helper functions from the caller's shell, keep the status
     local rc=$1
     unset -f _tbench_engine_main _tbench_engine_apt _tbench_engine_write_conf _tbench_engine_ping \
-        _tbench_engine_start _tbench_engine_version _tbench_engine_stop _tbench_engine_log \
+        _tbench_engine_start _tbench_engine_start_locked _tbench_engine_version _tbench_engine_stop _tbench_engine_log \
         _tbench_engine_finish
     return "$rc"
 }

@@ -97,6 +97,7 @@ def test_agent_and_test_timeouts_and_setup_failure(tmp_path: Path) -> None:
         (["--suite", "{examples}/local-suite.json", "--model", "oracle", "--tasks", "zzz"], "no task matches"),
         (["--suite", "{bad}"], "not valid JSON"),
         (["--resume", "/no/state.json"], "no such state file"),
+        (["--resume", "/no/state.json", "--iterations", "3"], "drop --iterations"),
         ([], "--suite: missing"),
     ],
 )

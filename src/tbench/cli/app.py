@@ -37,10 +37,14 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
 def iterate(
     suite: Annotated[Path | None, typer.Option(help="Task folder, folder of tasks (TB2/TB1), or suite .json")] = None,
     output: Annotated[Path | None, typer.Option(help="Run folder (default results/YYYYMMDD)")] = None,
-    iterations: Annotated[int, typer.Option(help="How many times to run the suite")] = 10,
-    model: Annotated[str, typer.Option(help="claude-code[:<model>], ollama:<name>, oracle or nop")] = "claude-code",
+    iterations: Annotated[int | None, typer.Option(help="How many times to run the suite [default: 10]")] = None,
+    model: Annotated[
+        str | None, typer.Option(help="claude-code[:<model>], ollama:<name>, oracle or nop [default: claude-code]")
+    ] = None,
     resume: Annotated[Path | None, typer.Option(help="PATH/state.json of an interrupted run")] = None,
-    timeout: Annotated[float, typer.Option(help="Agent time limit (s) for tasks that set none")] = 3600.0,
+    timeout: Annotated[
+        float | None, typer.Option(help="Agent time limit (s) for tasks that set none [default: 3600]")
+    ] = None,
     max_turns: Annotated[int | None, typer.Option(help="Agent turn cap for tasks that set none")] = None,
     run_id: Annotated[str | None, typer.Option(help="Run id (default tbrun-YYYYMMDD-HHMMSS-xxxx)")] = None,
     tasks: Annotated[list[str] | None, typer.Option(help="Only tasks whose id or name matches (glob, repeatable)")]
@@ -51,14 +55,19 @@ def iterate(
     """Run a suite N times in order, recording each iteration as an Episode (the seed's tbench-iterate)."""
     global DEBUG
     DEBUG = DEBUG or debug
+    from tbench.agents.model_adapter import DEFAULT_MODEL
     from tbench.overnight.iterate import IterateOptions, Run
 
     def notify(line: str) -> None:
         console.print(line, markup=False, soft_wrap=True)
 
     if resume is not None:
-        if suite is not None or output is not None:
-            raise UserError("--resume takes its settings from the run's config.json; drop --suite/--output",
+        given = {"--suite": suite, "--output": output, "--iterations": iterations, "--model": model,
+                 "--timeout": timeout, "--max-turns": max_turns, "--run-id": run_id, "--tasks": tasks,
+                 "--project-root": project_root}
+        clash = [flag for flag, value in given.items() if value is not None]
+        if clash:
+            raise UserError(f"a resumed run keeps the settings in its config.json; drop {', '.join(clash)}",
                             field="--resume")
         run = Run.resume(resume, notify)
         notify(f"Resuming {run.config.run_id} in {run.dir}")
@@ -67,12 +76,13 @@ def iterate(
             raise UserError("missing; give --suite PATH (or --resume PATH/state.json)", field="--suite")
         run = Run.create(
             IterateOptions(
-                suite=suite, output=output, iterations=iterations, model=model, timeout_sec=timeout,
+                suite=suite, output=output, iterations=10 if iterations is None else iterations,
+                model=model or DEFAULT_MODEL, timeout_sec=3600.0 if timeout is None else timeout,
                 max_turns=max_turns, run_id=run_id, tasks=tuple(tasks or ()), project_root=project_root,
             ),
             notify,
         )
-        notify(f"Run {run.config.run_id}: {len(run.tasks)} task(s) x {iterations} iteration(s), "
+        notify(f"Run {run.config.run_id}: {len(run.tasks)} task(s) x {run.config.iterations} iteration(s), "
                f"model {run.config.model} → {run.dir}")
     try:
         run.execute()

@@ -106,6 +106,7 @@ class Run:
             output=str(output.resolve()),
             project_root=str(project_root),
         )
+        output = output.resolve()
         output.mkdir(parents=True, exist_ok=True)
         atomic_write_model(output / CONFIG_FILE, config)
         state = RunState.new(config)
@@ -115,7 +116,7 @@ class Run:
     @classmethod
     def resume(cls, state_path: Path, notify: Notify) -> Run:
         config, state = load_run(state_path)
-        run_dir = state_path.parent if state_path.name.endswith(".json") else state_path
+        run_dir = (state_path.parent if state_path.name.endswith(".json") else state_path).resolve()
         suite = load_suite(Path(config.suite))
         by_id = {t.id: t for t in suite.tasks}
         missing = [t for t in config.task_ids if t not in by_id]

@@ -21,6 +21,7 @@ from typing import Any
 
 import docker
 import docker.errors
+import docker.utils
 from filelock import FileLock
 
 from tbench.bench.environments.base import Environment, ExecResult, OutputSink, TrialLabels, ms_since
@@ -40,7 +41,7 @@ _WRAP = (
     "exec setsid -w sh -c 'echo $$ > \"$0\"; exec sh -c \"$1\"' \"$p\" \"$c\"; fi; "
     'echo $$ > "$p"; exec sh -c "$c"'
 )
-_KILL = 'g=$(cat "$1" 2>/dev/null) && { kill -9 -- "-$g" 2>/dev/null || kill -9 "$g"; }; rm -f "$1"'
+_KILL = 'g=$(cat "$1" 2>/dev/null) && { kill -9 "-$g" 2>/dev/null || kill -9 "$g"; }; rm -f "$1"'
 
 
 def engine_client(timeout: float = 120.0) -> docker.DockerClient:
@@ -95,7 +96,7 @@ def build_image(client: docker.DockerClient, task: Task, log_path: Path) -> str:
             return tag
         assert spec.build_dir is not None
         deadline = time.monotonic() + spec.build_timeout_sec
-        api = docker.APIClient(base_url=client.api.base_url, timeout=int(spec.build_timeout_sec) + 5)
+        api = docker.APIClient(**docker.utils.kwargs_from_env(), timeout=int(spec.build_timeout_sec) + 5)
         log_path.parent.mkdir(parents=True, exist_ok=True)
         error: str | None = None
         try:
@@ -177,6 +178,7 @@ class DockerEnvironment(Environment):
             "entrypoint": ["sleep", "infinity"],
             "command": [],
             "detach": True,
+            "init": True,  # PID 1 reaps the orphans a killed command leaves
             "labels": {
                 LABEL_MANAGED: "true",
                 LABEL_RUN: self.labels.run_id,

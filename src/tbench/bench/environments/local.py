@@ -20,6 +20,7 @@ class LocalEnvironment(Environment):
     kills everything it started."""
 
     def start(self) -> None:
+        self._live: set[int] = set()
         self.workspace = self.trial_dir / "workspace"
         if self.workspace.exists():
             shutil.rmtree(self.workspace)
@@ -50,6 +51,7 @@ class LocalEnvironment(Environment):
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+        self._live.add(proc.pid)
         sink = OutputSink(log_path)
         assert proc.stdout is not None
         stdout = proc.stdout
@@ -70,6 +72,7 @@ class LocalEnvironment(Environment):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+            self._live.discard(proc.pid)
             reader.join(timeout=5)
             stdout.close()
         return ExecResult(
@@ -99,4 +102,7 @@ class LocalEnvironment(Environment):
         return True
 
     def stop(self) -> None:
-        """The workspace stays in the trial folder for inspection."""
+        """Kill what is still running (an agent thread cut short by Ctrl-C); the workspace stays for inspection."""
+        for pgid in list(getattr(self, "_live", ())):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pgid, signal.SIGKILL)
