@@ -21,7 +21,10 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600) -> subpro
     """Run `tbench-iterate` as a user would: a real process, real exit code."""
     return subprocess.run(
         [sys.executable, "-c", "from tbench.cli.app import iterate_main; iterate_main()", *args],
-        cwd=cwd, capture_output=True, text=True, timeout=timeout,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 

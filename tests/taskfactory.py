@@ -33,7 +33,9 @@ def tb2(
     environment: str = "",
 ) -> Path:
     folder = root / name
-    _write(folder / "task.toml", f"""version = "1.0"
+    _write(
+        folder / "task.toml",
+        f"""version = "1.0"
 [metadata]
 difficulty = "easy"
 category = "test"
@@ -44,7 +46,8 @@ timeout_sec = {agent_timeout}
 [environment]
 build_timeout_sec = 300
 {environment}
-""")
+""",
+    )
     _write(folder / "instruction.md", f"Task {name}: write ok to /app/out.txt")
     _write(folder / "environment" / "Dockerfile", f"FROM {BASE_IMAGE}\nWORKDIR /app\n{dockerfile_extra}\n")
     _write(folder / "solution" / "solve.sh", f"#!/bin/bash\n{solve}\n", 0o755)
@@ -63,17 +66,22 @@ def tb1(
     test_timeout: float = 60,
 ) -> Path:
     folder = root / name
-    _write(folder / "task.yaml", f"""instruction: write ok to /app/out.txt
+    _write(
+        folder / "task.yaml",
+        f"""instruction: write ok to /app/out.txt
 difficulty: easy
 category: test
 max_agent_timeout_sec: {agent_timeout}
 max_test_timeout_sec: {test_timeout}
-""")
+""",
+    )
     _write(folder / "Dockerfile", f"FROM {BASE_IMAGE}\nWORKDIR /app\n{dockerfile_extra}\n")
     _write(folder / "docker-compose.yaml", "services:\n  client:\n    build: {dockerfile: Dockerfile}\n")
     _write(folder / "solution.sh", f"#!/bin/bash\n{solve}\n", 0o755)
     _write(folder / "run-tests.sh", f"#!/bin/bash\n{run_tests}\n", 0o755)
-    _write(folder / "tests" / "test_outputs.py",
-           "from pathlib import Path\n\n\ndef test_out():\n    assert Path('/app/out.txt').read_text().strip() == 'ok'\n"
-           "\n\ndef test_exists():\n    assert Path('/app').is_dir()\n")
+    _write(
+        folder / "tests" / "test_outputs.py",
+        "from pathlib import Path\n\n\ndef test_out():\n    assert Path('/app/out.txt').read_text().strip() == 'ok'\n"
+        "\n\ndef test_exists():\n    assert Path('/app').is_dir()\n",
+    )
     return folder

@@ -19,8 +19,20 @@ from tests.conftest import EXAMPLES, run_cli
 
 def test_bundled_local_suite_runs_and_records(tmp_path: Path) -> None:
     out = tmp_path / "run"
-    proc = run_cli("--suite", str(EXAMPLES / "local-suite.json"), "--model", "oracle", "--iterations", "2",
-                   "--output", str(out), "--project-root", str(tmp_path), "--run-id", "demo")
+    proc = run_cli(
+        "--suite",
+        str(EXAMPLES / "local-suite.json"),
+        "--model",
+        "oracle",
+        "--iterations",
+        "2",
+        "--output",
+        str(out),
+        "--project-root",
+        str(tmp_path),
+        "--run-id",
+        "demo",
+    )
     assert proc.returncode == 0, proc.stderr
     config = json.loads((out / "config.json").read_text())
     assert config["model"] == "oracle" and config["iterations"] == 2
@@ -46,8 +58,20 @@ def test_bundled_local_suite_runs_and_records(tmp_path: Path) -> None:
 
 def test_nop_agent_fails_every_task_and_delta_sees_regressions(tmp_path: Path) -> None:
     out = tmp_path / "nop"
-    proc = run_cli("--suite", str(EXAMPLES / "local-suite.json"), "--model", "nop", "--iterations", "1",
-                   "--output", str(out), "--project-root", str(tmp_path), "--tasks", "hello-*")
+    proc = run_cli(
+        "--suite",
+        str(EXAMPLES / "local-suite.json"),
+        "--model",
+        "nop",
+        "--iterations",
+        "1",
+        "--output",
+        str(out),
+        "--project-root",
+        str(tmp_path),
+        "--tasks",
+        "hello-*",
+    )
     assert proc.returncode == 0, proc.stderr
     res = json.loads((out / "iterations/001/results.json").read_text())
     assert res["summary"]["total"] == 1  # tasks not selected never count
@@ -61,20 +85,39 @@ def _suite(tmp_path: Path, tasks: list[dict[str, object]]) -> Path:
 
 
 def _task(task_id: str, solution: str, script: str = "test -f done", **extra: object) -> dict[str, object]:
-    return {"id": task_id, "name": task_id, "description": "touch done", "solution": solution,
-            "verification": {"type": "custom", "script": script}, **extra}
+    return {
+        "id": task_id,
+        "name": task_id,
+        "description": "touch done",
+        "solution": solution,
+        "verification": {"type": "custom", "script": script},
+        **extra,
+    }
 
 
 def test_agent_and_test_timeouts_and_setup_failure(tmp_path: Path) -> None:
-    suite = _suite(tmp_path, [
-        _task("slow-agent", "sleep 30; touch done", timeout_seconds=1),
-        _task("slow-tests", "touch done", script="sleep 30", verification_timeout_seconds=1),
-        _task("bad-setup", "touch done", setup=["exit 3"]),
-        _task("agent-crash", "exit 4"),
-    ])
+    suite = _suite(
+        tmp_path,
+        [
+            _task("slow-agent", "sleep 30; touch done", timeout_seconds=1),
+            _task("slow-tests", "touch done", script="sleep 30", verification_timeout_seconds=1),
+            _task("bad-setup", "touch done", setup=["exit 3"]),
+            _task("agent-crash", "exit 4"),
+        ],
+    )
     t0 = time.monotonic()
-    proc = run_cli("--suite", str(suite), "--model", "oracle", "--iterations", "1", "--output",
-                   str(tmp_path / "o"), "--project-root", str(tmp_path))
+    proc = run_cli(
+        "--suite",
+        str(suite),
+        "--model",
+        "oracle",
+        "--iterations",
+        "1",
+        "--output",
+        str(tmp_path / "o"),
+        "--project-root",
+        str(tmp_path),
+    )
     assert proc.returncode == 0, proc.stderr
     assert time.monotonic() - t0 < 25  # the 30 s sleeps were killed at their limits
     res = {r["task_id"]: r for r in json.loads((tmp_path / "o/iterations/001/results.json").read_text())["results"]}
@@ -106,8 +149,11 @@ def test_bad_input_is_one_line_exit_2_nothing_written(tmp_path: Path, args: list
     bad.write_text("{nope")
     out = tmp_path / "out"
     args = [a.format(examples=EXAMPLES, bad=bad) for a in args]
-    proc = run_cli(*args, "--output", str(out), "--project-root", str(tmp_path)) if "--resume" not in args \
+    proc = (
+        run_cli(*args, "--output", str(out), "--project-root", str(tmp_path))
+        if "--resume" not in args
         else run_cli(*args)
+    )
     assert proc.returncode == 2, (proc.stdout, proc.stderr)
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("tbench: error: ") and needle in lines[0], proc.stderr
@@ -117,8 +163,18 @@ def test_bad_input_is_one_line_exit_2_nothing_written(tmp_path: Path, args: list
 
 def test_existing_run_folder_is_never_overwritten(tmp_path: Path) -> None:
     out = tmp_path / "run"
-    args = ["--suite", str(EXAMPLES / "local-suite.json"), "--model", "oracle", "--iterations", "1",
-            "--output", str(out), "--project-root", str(tmp_path)]
+    args = [
+        "--suite",
+        str(EXAMPLES / "local-suite.json"),
+        "--model",
+        "oracle",
+        "--iterations",
+        "1",
+        "--output",
+        str(out),
+        "--project-root",
+        str(tmp_path),
+    ]
     assert run_cli(*args).returncode == 0
     before = (out / "config.json").read_text()
     proc = run_cli(*args)
@@ -137,8 +193,21 @@ def test_kill_9_then_resume_loses_nothing_and_runs_nothing_twice(tmp_path: Path)
     suite = _suite(tmp_path, tasks)
     out = tmp_path / "run"
     cmd = [sys.executable, "-c", "from tbench.cli.app import iterate_main; iterate_main()"]
-    first = [*cmd, "--suite", str(suite), "--model", "oracle", "--iterations", "3", "--output", str(out),
-             "--project-root", str(tmp_path), "--run-id", "killme"]
+    first = [
+        *cmd,
+        "--suite",
+        str(suite),
+        "--model",
+        "oracle",
+        "--iterations",
+        "3",
+        "--output",
+        str(out),
+        "--project-root",
+        str(tmp_path),
+        "--run-id",
+        "killme",
+    ]
     resume = [*cmd, "--resume", str(out / "state.json")]
     rng = random.Random(7)
     kills = 0
@@ -172,9 +241,25 @@ def test_sigterm_saves_state_and_exits_130(tmp_path: Path) -> None:
     suite = _suite(tmp_path, [_task(f"t{i}", "sleep 1; touch done") for i in range(3)])
     out = tmp_path / "run"
     proc = subprocess.Popen(
-        [sys.executable, "-c", "from tbench.cli.app import iterate_main; iterate_main()", "--suite", str(suite),
-         "--model", "oracle", "--iterations", "1", "--output", str(out), "--project-root", str(tmp_path)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-c",
+            "from tbench.cli.app import iterate_main; iterate_main()",
+            "--suite",
+            str(suite),
+            "--model",
+            "oracle",
+            "--iterations",
+            "1",
+            "--output",
+            str(out),
+            "--project-root",
+            str(tmp_path),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     time.sleep(1.5)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)

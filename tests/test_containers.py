@@ -26,8 +26,19 @@ pytestmark = pytest.mark.container
 
 def _run(tmp_path: Path, suite: Path | str, model: str = "oracle", *extra: str) -> dict[str, dict[str, Any]]:
     out = tmp_path / f"run-{model}-{time.monotonic_ns()}"
-    proc = run_cli("--suite", str(suite), "--model", model, "--iterations", "1", "--output", str(out),
-                   "--project-root", str(tmp_path), *extra)
+    proc = run_cli(
+        "--suite",
+        str(suite),
+        "--model",
+        model,
+        "--iterations",
+        "1",
+        "--output",
+        str(out),
+        "--project-root",
+        str(tmp_path),
+        *extra,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     data = json.loads((out / "iterations/001/results.json").read_text())
     results = {r["task_id"]: r for r in data["results"]}
@@ -44,7 +55,10 @@ def _no_containers(engine: Any, run_id: str | None = None) -> list[Any]:
 def test_bundled_tb2_examples_pass_with_oracle_and_fail_with_nop(engine: Any, tmp_path: Path) -> None:
     results = _run(tmp_path, EXAMPLES / "tb2")
     assert {k: v["status"] for k, v in results.items()} == {
-        "hello-world": "pass", "fix-median": "pass", "csv-report": "pass"}
+        "hello-world": "pass",
+        "fix-median": "pass",
+        "csv-report": "pass",
+    }
     csv = results["csv-report"]
     assert csv["rewards"] == {"reward": 1.0, "header": 1.0}  # reward.json read, several keys
     assert (csv["_dir"] / "verifier" / "reward.json").is_file()
@@ -66,8 +80,9 @@ def test_tb2_outcomes(engine: Any, tmp_path: Path) -> None:
     taskfactory.tb2(root, "test-timeout", test_sh="#!/bin/bash\nsleep 120\n", test_timeout=2)
     taskfactory.tb2(root, "build-error", dockerfile_extra="RUN echo broken >&2 && exit 7")
     taskfactory.tb2(root, "no-reward", test_sh="#!/bin/bash\necho 'forgot the reward'\n")
-    taskfactory.tb2(root, "offline-verifier",
-                    test_sh="#!/bin/bash\necho 'curl: (6) Could not resolve host: astral.sh'\nexit 1\n")
+    taskfactory.tb2(
+        root, "offline-verifier", test_sh="#!/bin/bash\necho 'curl: (6) Could not resolve host: astral.sh'\nexit 1\n"
+    )
     taskfactory.tb2(root, "tests-hidden", solve="test -e /tests && exit 9; echo ok > /app/out.txt")
     t0 = time.monotonic()
     res = _run(tmp_path, root)
@@ -109,7 +124,8 @@ def test_tb1_outcomes(engine: Any, tmp_path: Path) -> None:
         "no-summary": ("error", "parse_error"),
     }
     assert res["passes"]["parser_results"] == {
-        "../tests/test_outputs.py::test_out": "passed", "../tests/test_outputs.py::test_exists": "passed",
+        "../tests/test_outputs.py::test_out": "passed",
+        "../tests/test_outputs.py::test_exists": "passed",
     } or set(res["passes"]["parser_results"].values()) == {"passed"}
     assert res["fails"]["parser_results"] and "failed" in res["fails"]["parser_results"].values()
     bundled = _run(tmp_path, EXAMPLES / "tb1")
@@ -123,9 +139,15 @@ def test_seed_json_with_tb2_source_paths(engine: Any, tmp_path: Path) -> None:
     taskfactory.tb2(root, "real-build-error", dockerfile_extra="RUN false")
     taskfactory.tb2(root, "real-test-timeout", test_sh="#!/bin/bash\nsleep 120\n", test_timeout=2)
     tasks = [
-        {"id": f"seed-{name}", "name": name, "description": "see instruction.md", "difficulty": "easy",
-         "category": "c", "verification": {"type": "test", "command": "cd /app && pytest tests/ -v"},
-         "source_path": f"tasks/{name}"}
+        {
+            "id": f"seed-{name}",
+            "name": name,
+            "description": "see instruction.md",
+            "difficulty": "easy",
+            "category": "c",
+            "verification": {"type": "test", "command": "cd /app && pytest tests/ -v"},
+            "source_path": f"tasks/{name}",
+        }
         for name in ("real-pass", "real-timeout", "real-build-error", "real-test-timeout")
     ]
     suite = tmp_path / "suite.json"
@@ -144,8 +166,9 @@ def test_seed_json_with_tb2_source_paths(engine: Any, tmp_path: Path) -> None:
 def test_container_gets_limits_labels_network_and_is_removed(engine: Any, tmp_path: Path) -> None:
     folder = taskfactory.tb2(tmp_path, "limits", environment='cpus = 1.5\nmemory_mb = 300\nnetwork_mode = "no-network"')
     (task,) = load_suite(folder).tasks
-    env = DockerEnvironment(task, TrialLabels(run_id="lim-run", trial_id="lim-1", task_id="limits"), tmp_path / "t",
-                            engine)
+    env = DockerEnvironment(
+        task, TrialLabels(run_id="lim-run", trial_id="lim-1", task_id="limits"), tmp_path / "t", engine
+    )
     env.start()
     try:
         info = env.container.attrs if env.container else {}
@@ -195,9 +218,25 @@ def test_kill_9_mid_trial_then_resume_leaves_no_container(engine: Any, tmp_path:
         taskfactory.tb2(root, f"slow{i}", solve="sleep 4; echo ok > /app/out.txt")
     out = tmp_path / "run"
     cmd = [sys.executable, "-c", "from tbench.cli.app import iterate_main; iterate_main()"]
-    proc = subprocess.Popen([*cmd, "--suite", str(root), "--model", "oracle", "--iterations", "2", "--output",
-                             str(out), "--project-root", str(tmp_path), "--run-id", "k9"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            *cmd,
+            "--suite",
+            str(root),
+            "--model",
+            "oracle",
+            "--iterations",
+            "2",
+            "--output",
+            str(out),
+            "--project-root",
+            str(tmp_path),
+            "--run-id",
+            "k9",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not _no_containers(engine, "k9"):
         time.sleep(0.2)

@@ -11,10 +11,16 @@ from tbench.bench.episode_store import Episode, EpisodeStore, EpisodeSummary, ep
 
 def make(i: int, *, run: str = "r1", model: str = "oracle", rate: float = 1.0, finished: str = "") -> Episode:
     return Episode(
-        id=f"{run}-{i:03d}", run_id=run, iteration=i, model=model, suite_name="s", suite_version="1",
-        started_at="2026-01-01T00:00:00Z", finished_at=finished or f"2026-01-01T00:{i:02d}:00Z",
-        status=episode_status(rate), summary=EpisodeSummary(total=4, passed=int(4 * rate), failed=4 - int(4 * rate),
-                                                            pass_rate=rate),
+        id=f"{run}-{i:03d}",
+        run_id=run,
+        iteration=i,
+        model=model,
+        suite_name="s",
+        suite_version="1",
+        started_at="2026-01-01T00:00:00Z",
+        finished_at=finished or f"2026-01-01T00:{i:02d}:00Z",
+        status=episode_status(rate),
+        summary=EpisodeSummary(total=4, passed=int(4 * rate), failed=4 - int(4 * rate), pass_rate=rate),
         results_path=f"/x/{i}",
     )
 
@@ -37,7 +43,13 @@ def test_record_query_baseline(tmp_path: Path) -> None:
 
 def test_status_thresholds() -> None:
     assert [episode_status(r) for r in (1.0, 0.8, 0.79, 0.3, 0.29, 0.0)] == [
-        "success", "success", "partial", "partial", "failed", "failed"]
+        "success",
+        "success",
+        "partial",
+        "partial",
+        "failed",
+        "failed",
+    ]
 
 
 def test_torn_line_is_skipped(tmp_path: Path) -> None:

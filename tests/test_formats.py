@@ -20,7 +20,7 @@ def write(path: Path, text: str) -> Path:
 
 def tb2_task(root: Path, name: str = "t1", toml: str | None = None) -> Path:
     folder = root / name
-    write(folder / "task.toml", toml if toml is not None else '[agent]\ntimeout_sec = 30\n')
+    write(folder / "task.toml", toml if toml is not None else "[agent]\ntimeout_sec = 30\n")
     write(folder / "instruction.md", "do it")
     write(folder / "environment" / "Dockerfile", "FROM scratch\n")
     write(folder / "tests" / "test.sh", "echo 1 > /logs/verifier/reward.txt\n")
@@ -68,10 +68,24 @@ def test_seed_suite_and_task_selection() -> None:
 
 def test_seed_source_path_runs_as_tb2(tmp_path: Path) -> None:
     tb2_task(tmp_path / "tasks", "real-task")
-    suite = {"name": "s", "version": "1", "tasks": [{
-        "id": "real-task", "name": "Real", "description": "x", "difficulty": "hard", "category": "c",
-        "verification": {"type": "test", "command": "cd /app && pytest tests/ -v"},
-        "timeout_seconds": 900, "max_turns": 100, "tags": ["a"], "source_path": "tasks/real-task"}]}
+    suite = {
+        "name": "s",
+        "version": "1",
+        "tasks": [
+            {
+                "id": "real-task",
+                "name": "Real",
+                "description": "x",
+                "difficulty": "hard",
+                "category": "c",
+                "verification": {"type": "test", "command": "cd /app && pytest tests/ -v"},
+                "timeout_seconds": 900,
+                "max_turns": 100,
+                "tags": ["a"],
+                "source_path": "tasks/real-task",
+            }
+        ],
+    }
     path = write(tmp_path / "suite.json", json.dumps(suite))
     (task,) = load_suite(path).tasks
     assert task.format == "tb2" and task.environment.kind == "docker"
@@ -142,13 +156,21 @@ def test_tb1_compose_with_extra_services_is_refused(tmp_path: Path) -> None:
     [
         ('{"name": "s", "tasks": [', "not valid JSON"),
         ('{"name": "s", "tasks": []}', "tasks"),
-        ('{"name": "s", "tasks": [{"id": "a", "name": "A", "description": "d", '
-         '"verification": {"type": "output", "command": "cat x"}}]}', "expected"),
-        ('{"name": "s", "tasks": [{"id": "a", "name": "A", "description": "d", '
-         '"verification": {"type": "diff"}}]}', "tasks.0.verification.type"),
-        ('{"name": "s", "tasks": [{"id": "a", "name": "A", "description": "d", "timeout_seconds": "long", '
-         '"verification": {"type": "test"}}]}', "tasks.0.timeout_seconds"),
-        ('[1, 2]', "top level"),
+        (
+            '{"name": "s", "tasks": [{"id": "a", "name": "A", "description": "d", '
+            '"verification": {"type": "output", "command": "cat x"}}]}',
+            "expected",
+        ),
+        (
+            '{"name": "s", "tasks": [{"id": "a", "name": "A", "description": "d", "verification": {"type": "diff"}}]}',
+            "tasks.0.verification.type",
+        ),
+        (
+            '{"name": "s", "tasks": [{"id": "a", "name": "A", "description": "d", "timeout_seconds": "long", '
+            '"verification": {"type": "test"}}]}',
+            "tasks.0.timeout_seconds",
+        ),
+        ("[1, 2]", "top level"),
     ],
 )
 def test_malformed_suite_json(tmp_path: Path, suite: str, needle: str) -> None:
@@ -160,8 +182,12 @@ def test_malformed_suite_json(tmp_path: Path, suite: str, needle: str) -> None:
 
 @pytest.mark.parametrize("bad_id", ["../../etc", "a/b", ".hidden", "", "x" * 200, "a b"])
 def test_task_ids_that_could_escape_are_refused(tmp_path: Path, bad_id: str) -> None:
-    suite = {"name": "s", "tasks": [{"id": bad_id, "name": "n", "description": "d",
-                                     "verification": {"type": "custom", "script": "true"}}]}
+    suite = {
+        "name": "s",
+        "tasks": [
+            {"id": bad_id, "name": "n", "description": "d", "verification": {"type": "custom", "script": "true"}}
+        ],
+    }
     path = write(tmp_path / "suite.json", json.dumps(suite))
     with pytest.raises(UserError, match=r"tasks\.0\.id"):
         load_suite(path)

@@ -99,21 +99,42 @@ PASS, FAIL = Verdict(passed=True), Verdict(passed=False)
         (None, None, InfraError("engine gone"), ("error", FailureMode.INFRA_ERROR)),
     ],
 )
-def test_outcome_rule(agent: AgentResult | None, verdict: Verdict | None, error: Exception | None,
-                      expected: tuple[str, FailureMode | None]) -> None:
+def test_outcome_rule(
+    agent: AgentResult | None,
+    verdict: Verdict | None,
+    error: Exception | None,
+    expected: tuple[str, FailureMode | None],
+) -> None:
     status, mode, _ = decide(agent, verdict, error)  # type: ignore[arg-type]
     assert (status, mode) == expected
 
 
 def _result(task: str, status: str, mode: FailureMode | None = None, ms: int = 1000) -> TrialResult:
-    return TrialResult(trial_id=task, run_id="r", iteration=1, task_id=task, task_name=task, model="m",
-                       status=status, failure_mode=mode, duration_ms=ms, turns=2, tokens_used=10,  # type: ignore[arg-type]
-                       started_at="t", finished_at="t", trial_dir=task)
+    return TrialResult(
+        trial_id=task,
+        run_id="r",
+        iteration=1,
+        task_id=task,
+        task_name=task,
+        model="m",
+        status=status,
+        failure_mode=mode,
+        duration_ms=ms,
+        turns=2,
+        tokens_used=10,  # type: ignore[arg-type]
+        started_at="t",
+        finished_at="t",
+        trial_dir=task,
+    )
 
 
 def test_summary_excludes_infra_errors_from_pass_rate() -> None:
-    results = [_result("a", "pass"), _result("b", "fail"), _result("c", "error", FailureMode.INFRA_ERROR),
-               _result("d", "timeout", FailureMode.AGENT_TIMEOUT)]
+    results = [
+        _result("a", "pass"),
+        _result("b", "fail"),
+        _result("c", "error", FailureMode.INFRA_ERROR),
+        _result("d", "timeout", FailureMode.AGENT_TIMEOUT),
+    ]
     s = Summary.of(results)
     assert (s.total, s.passed, s.failed, s.timeout, s.error, s.infra_errors) == (4, 1, 1, 1, 1, 1)
     assert s.pass_rate == pytest.approx(1 / 3)

@@ -45,12 +45,11 @@ def parse_model(spec: str, *, endpoint: str | None = None) -> ModelConfig:
         return ModelConfig(type="claude-code", model=rest or None)
     if kind in ("ollama", "openai"):
         if not rest:
-            raise UserError(f"{spec!r} names no model; write {kind}:<model>, e.g. {kind}:qwen2.5-coder:7b",
-                            field="--model")
+            raise UserError(
+                f"{spec!r} names no model; write {kind}:<model>, e.g. {kind}:qwen2.5-coder:7b", field="--model"
+            )
         return ModelConfig(type=kind, model=rest, endpoint=endpoint)
-    raise UserError(
-        f"unknown model {spec!r}; use claude-code[:<model>], ollama:<name>, oracle or nop", field="--model"
-    )
+    raise UserError(f"unknown model {spec!r}; use claude-code[:<model>], ollama:<name>, oracle or nop", field="--model")
 
 
 def create_model_runner(config: ModelConfig) -> ModelRunner:

@@ -158,8 +158,9 @@ def run_trial(spec: TrialSpec, agent: Agent, make_env: EnvMaker) -> TrialResult:
             for i, command in enumerate(task.setup):
                 res = env.exec(command, timeout_sec=SETUP_TIMEOUT_SEC, log_path=spec.trial_dir / "setup.log")
                 if res.exit_code != 0:
-                    raise TrialError(f"setup[{i}] failed (exit {res.exit_code}): {tail(res.output, 300)}",
-                                     FailureMode.BUILD_ERROR)
+                    raise TrialError(
+                        f"setup[{i}] failed (exit {res.exit_code}): {tail(res.output, 300)}", FailureMode.BUILD_ERROR
+                    )
             timings.setup_ms = ms_since(t0)
         ctx = AgentContext(
             instruction=task.instruction,
@@ -172,14 +173,18 @@ def run_trial(spec: TrialSpec, agent: Agent, make_env: EnvMaker) -> TrialResult:
         t0 = time.monotonic()
         agent_result = _run_agent(agent, task, env, ctx)
         timings.agent_ms = ms_since(t0)
-        log(f"agent finished in {timings.agent_ms} ms: timed_out={agent_result.timed_out} "
-            f"mode={agent_result.failure_mode} error={agent_result.error}")
+        log(
+            f"agent finished in {timings.agent_ms} ms: timed_out={agent_result.timed_out} "
+            f"mode={agent_result.failure_mode} error={agent_result.error}"
+        )
         if agent_result.failure_mode is not FailureMode.INFRA_ERROR:
             t0 = time.monotonic()
             verdict = verify(task, env, spec.trial_dir)
             timings.verifier_ms = ms_since(t0)
-            log(f"verifier finished in {timings.verifier_ms} ms: passed={verdict.passed} "
-                f"timed_out={verdict.timed_out} mode={verdict.failure_mode}")
+            log(
+                f"verifier finished in {timings.verifier_ms} ms: passed={verdict.passed} "
+                f"timed_out={verdict.timed_out} mode={verdict.failure_mode}"
+            )
     except TrialError as exc:
         error = exc
         log(f"trial error ({exc.mode}): {exc}")

@@ -106,11 +106,11 @@ def verify(task: Task, env: Environment, trial_dir: Path) -> Verdict:
     spec = task.verifier
     out_dir = trial_dir / VERIFIER_DIR
     out_dir.mkdir(parents=True, exist_ok=True)
-    if spec.kind == "reward_file":
-        env.exec("mkdir -p /logs/verifier /logs/agent", timeout_sec=60)
     for copy in spec.copies:
         env.copy_in(copy)
     command = spec.command
+    if spec.kind == "reward_file":
+        command = f"mkdir -p /logs/verifier /logs/agent; {command}"
     if spec.seed is not None and spec.seed.type == "output":
         command = f"{command} 2>/dev/null"
     res = env.exec(command, timeout_sec=spec.timeout_sec, env=spec.env or None, log_path=out_dir / TEST_OUTPUT)

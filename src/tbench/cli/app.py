@@ -47,8 +47,9 @@ def iterate(
     ] = None,
     max_turns: Annotated[int | None, typer.Option(help="Agent turn cap for tasks that set none")] = None,
     run_id: Annotated[str | None, typer.Option(help="Run id (default tbrun-YYYYMMDD-HHMMSS-xxxx)")] = None,
-    tasks: Annotated[list[str] | None, typer.Option(help="Only tasks whose id or name matches (glob, repeatable)")]
-    = None,
+    tasks: Annotated[
+        list[str] | None, typer.Option(help="Only tasks whose id or name matches (glob, repeatable)")
+    ] = None,
     project_root: Annotated[Path | None, typer.Option(help="Where .openagents/gym lives (default: cwd)")] = None,
     debug: Annotated[bool, typer.Option(help="Show tracebacks")] = False,
 ) -> None:
@@ -62,13 +63,22 @@ def iterate(
         console.print(line, markup=False, soft_wrap=True)
 
     if resume is not None:
-        given = {"--suite": suite, "--output": output, "--iterations": iterations, "--model": model,
-                 "--timeout": timeout, "--max-turns": max_turns, "--run-id": run_id, "--tasks": tasks,
-                 "--project-root": project_root}
+        given = {
+            "--suite": suite,
+            "--output": output,
+            "--iterations": iterations,
+            "--model": model,
+            "--timeout": timeout,
+            "--max-turns": max_turns,
+            "--run-id": run_id,
+            "--tasks": tasks,
+            "--project-root": project_root,
+        }
         clash = [flag for flag, value in given.items() if value is not None]
         if clash:
-            raise UserError(f"a resumed run keeps the settings in its config.json; drop {', '.join(clash)}",
-                            field="--resume")
+            raise UserError(
+                f"a resumed run keeps the settings in its config.json; drop {', '.join(clash)}", field="--resume"
+            )
         run = Run.resume(resume, notify)
         notify(f"Resuming {run.config.run_id} in {run.dir}")
     else:
@@ -76,20 +86,29 @@ def iterate(
             raise UserError("missing; give --suite PATH (or --resume PATH/state.json)", field="--suite")
         run = Run.create(
             IterateOptions(
-                suite=suite, output=output, iterations=10 if iterations is None else iterations,
-                model=model or DEFAULT_MODEL, timeout_sec=3600.0 if timeout is None else timeout,
-                max_turns=max_turns, run_id=run_id, tasks=tuple(tasks or ()), project_root=project_root,
+                suite=suite,
+                output=output,
+                iterations=10 if iterations is None else iterations,
+                model=model or DEFAULT_MODEL,
+                timeout_sec=3600.0 if timeout is None else timeout,
+                max_turns=max_turns,
+                run_id=run_id,
+                tasks=tuple(tasks or ()),
+                project_root=project_root,
             ),
             notify,
         )
-        notify(f"Run {run.config.run_id}: {len(run.tasks)} task(s) x {run.config.iterations} iteration(s), "
-               f"model {run.config.model} → {run.dir}")
+        notify(
+            f"Run {run.config.run_id}: {len(run.tasks)} task(s) x {run.config.iterations} iteration(s), "
+            f"model {run.config.model} → {run.dir}"
+        )
     try:
         run.execute()
     except KeyboardInterrupt:
         err_console.print(
             f"interrupted; state saved. Resume with: tbench-iterate --resume {run.dir / 'state.json'}",
-            markup=False, soft_wrap=True,
+            markup=False,
+            soft_wrap=True,
         )
         raise typer.Exit(130) from None
     notify(f"Done. Report: {run.dir / 'report.md'}")

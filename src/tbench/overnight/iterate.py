@@ -52,8 +52,16 @@ def iteration_dir(run_dir: Path, i: int) -> Path:
 class Run:
     """A run folder being filled: config, state, the suite's selected tasks, the agent and environments."""
 
-    def __init__(self, run_dir: Path, config: RunConfig, state: RunState, tasks: list[Task],
-                 runner: ModelRunner, envs: EnvironmentFactory, notify: Notify) -> None:
+    def __init__(
+        self,
+        run_dir: Path,
+        config: RunConfig,
+        state: RunState,
+        tasks: list[Task],
+        runner: ModelRunner,
+        envs: EnvironmentFactory,
+        notify: Notify,
+    ) -> None:
         self.dir = run_dir
         self.config = config
         self.state = state
@@ -237,8 +245,9 @@ class Run:
         if it.iteration > 1:
             previous = self.load_iteration(it.iteration - 1)
             if previous is not None:
-                atomic_write_model(iteration_dir(self.dir, it.iteration) / "delta.json",
-                                   compute_delta(previous, results))
+                atomic_write_model(
+                    iteration_dir(self.dir, it.iteration) / "delta.json", compute_delta(previous, results)
+                )
         episode_id = f"{self.config.run_id}-{it.iteration:03d}"
         self.store.record(
             Episode(
@@ -286,4 +295,3 @@ class Run:
                 deltas.append(IterationDelta.model_validate_json(path.read_text()))
         atomic_write_model(self.dir / "summary.json", summary)
         atomic_write_text(self.dir / "report.md", render_markdown(summary, deltas))
-

@@ -92,12 +92,10 @@ def load_run(state_path: Path) -> tuple[RunConfig, RunState]:
     if state_path.is_dir():
         state_path = state_path / STATE_FILE
     if not state_path.is_file():
-        raise UserError("no such state file; pass the state.json of an earlier run", path=state_path,
-                        field="--resume")
+        raise UserError("no such state file; pass the state.json of an earlier run", path=state_path, field="--resume")
     config_path = state_path.parent / CONFIG_FILE
     if not config_path.is_file():
-        raise UserError("config.json is missing beside state.json; this is not a tbench run folder",
-                        path=config_path)
+        raise UserError("config.json is missing beside state.json; this is not a tbench run folder", path=config_path)
     try:
         config = RunConfig.model_validate_json(config_path.read_text())
     except ValidationError as exc:

@@ -22,8 +22,12 @@ def render_markdown(summary: RunSummary, deltas: list[IterationDelta]) -> str:
             f"worst {s.worst_iteration})"
         )
     out += [f"- Trials: {s.total_trials}; tokens: {s.total_tokens}; cost: ${s.total_cost_usd:.4f}", ""]
-    out += ["## Iterations", "", "| # | pass rate | passed/total | timeout | error | infra | avg duration |",
-            "|---|---|---|---|---|---|---|"]
+    out += [
+        "## Iterations",
+        "",
+        "| # | pass rate | passed/total | timeout | error | infra | avg duration |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for line in s.iterations:
         out.append(
             f"| {line.iteration} | {line.pass_rate:.1%} | {line.passed}/{line.total} | {line.timeout} | "
@@ -38,8 +42,13 @@ def render_markdown(summary: RunSummary, deltas: list[IterationDelta]) -> str:
             )
     if s.tasks:
         iters = [line.iteration for line in s.iterations]
-        out += ["", "## Tasks", "", "| task | " + " | ".join(str(i) for i in iters) + " | pass rate |",
-                "|---|" + "---|" * (len(iters) + 1)]
+        out += [
+            "",
+            "## Tasks",
+            "",
+            "| task | " + " | ".join(str(i) for i in iters) + " | pass rate |",
+            "|---|" + "---|" * (len(iters) + 1),
+        ]
         for t in s.tasks:
             marks = " | ".join(_MARK[o] for o in t.outcomes)
             out.append(f"| {t.task_id}{' (flaky)' if t.flaky else ''} | {marks} | {t.pass_rate:.0%} |")

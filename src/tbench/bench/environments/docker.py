@@ -38,7 +38,7 @@ LABEL_TASK = "tbench.task_id"
 _WRAP = (
     'p="$1"; c="$2"; '
     "if command -v setsid >/dev/null 2>&1; then "
-    "exec setsid -w sh -c 'echo $$ > \"$0\"; exec sh -c \"$1\"' \"$p\" \"$c\"; fi; "
+    'exec setsid -w sh -c \'echo $$ > "$0"; exec sh -c "$1"\' "$p" "$c"; fi; '
     'echo $$ > "$p"; exec sh -c "$c"'
 )
 _KILL = 'g=$(cat "$1" 2>/dev/null) && { kill -9 "-$g" 2>/dev/null || kill -9 "$g"; }; rm -f "$1"'
@@ -102,8 +102,13 @@ def build_image(client: docker.DockerClient, task: Task, log_path: Path) -> str:
         try:
             with log_path.open("w", encoding="utf-8") as log:
                 stream: Iterator[dict[str, Any]] = api.build(
-                    path=str(spec.build_dir), dockerfile=spec.dockerfile, tag=tag, rm=True, forcerm=True,
-                    decode=True, labels={LABEL_MANAGED: "true"},
+                    path=str(spec.build_dir),
+                    dockerfile=spec.dockerfile,
+                    tag=tag,
+                    rm=True,
+                    forcerm=True,
+                    decode=True,
+                    labels={LABEL_MANAGED: "true"},
                 )
                 for chunk in stream:
                     if "stream" in chunk:
@@ -173,7 +178,7 @@ class DockerEnvironment(Environment):
 
     def start(self) -> None:
         spec: EnvironmentSpec = self.task.environment
-        image = resolve_image(self.client, self.task, self.trial_dir / "build.log")
+        tag = resolve_image(self.client, self.task, self.trial_dir / "build.log")
         kwargs: dict[str, Any] = {
             "entrypoint": ["sleep", "infinity"],
             "command": [],
@@ -197,8 +202,9 @@ class DockerEnvironment(Environment):
         if spec.workdir:
             kwargs["working_dir"] = spec.workdir
         try:
-            self.container = self.client.containers.run(image, **kwargs)
-            self.workdir = spec.workdir or self.client.images.get(image).attrs["Config"].get("WorkingDir") or "/"
+            image = self.client.images.get(tag)
+            self.container = self.client.containers.run(tag, **kwargs)
+            self.workdir = spec.workdir or image.attrs["Config"].get("WorkingDir") or "/"
         except docker.errors.DockerException as exc:
             raise InfraError(f"cannot start container: {exc}") from exc
 
@@ -215,8 +221,12 @@ class DockerEnvironment(Environment):
         pidfile = f"/tmp/.tbench-exec-{uuid.uuid4().hex}"
         try:
             exec_id = api.exec_create(
-                self.container.id, ["sh", "-c", _WRAP, "tbench", pidfile, command],
-                environment=env or None, workdir=self.workdir, stdout=True, stderr=True,
+                self.container.id,
+                ["sh", "-c", _WRAP, "tbench", pidfile, command],
+                environment=env or None,
+                workdir=self.workdir,
+                stdout=True,
+                stderr=True,
             )["Id"]
             stream = api.exec_start(exec_id, stream=True, demux=False)
         except docker.errors.DockerException as exc:
@@ -278,12 +288,17 @@ class DockerEnvironment(Environment):
 
     def copy_in(self, copy: FileCopy) -> None:
         parent = str(Path(copy.dest).parent)
+        data = _tar_of(copy)
         try:
-            self.container.exec_run(["mkdir", "-p", parent])
-            if not self.container.put_archive(parent, _tar_of(copy)):
-                raise InfraError(f"copy of {copy.src.name} into {copy.dest} was refused")
+            try:
+                ok = self.container.put_archive(parent, data)
+            except docker.errors.NotFound:  # Docker wants the parent to exist (podman creates it)
+                self.container.exec_run(["mkdir", "-p", parent])
+                ok = self.container.put_archive(parent, data)
         except docker.errors.DockerException as exc:
             raise InfraError(f"copy into container failed: {exc}") from exc
+        if not ok:
+            raise InfraError(f"copy of {copy.src.name} into {copy.dest} was refused")
 
     def copy_out(self, path: str, dest_dir: Path) -> bool:
         try:

@@ -47,8 +47,9 @@ def select_tasks(suite: Suite, globs: list[str] | None) -> Suite:
     """Keep tasks whose id or name matches any glob; a selection that matches nothing is an error."""
     if not globs:
         return suite
-    chosen = [t for t in suite.tasks if any(fnmatch.fnmatchcase(t.id, g) or fnmatch.fnmatchcase(t.name, g)
-                                             for g in globs)]
+    chosen = [
+        t for t in suite.tasks if any(fnmatch.fnmatchcase(t.id, g) or fnmatch.fnmatchcase(t.name, g) for g in globs)
+    ]
     if not chosen:
         ids = ", ".join(t.id for t in suite.tasks[:8])
         raise UserError(f"no task matches {' '.join(globs)!r} (tasks include: {ids})", field="--tasks")

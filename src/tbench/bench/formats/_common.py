@@ -82,5 +82,4 @@ def parse_memory_mb(value: int | float | str | None, path: Path, field: str) -> 
             return max(1, int(float(text[:-1]) * units[text[-1]]))
         return int(float(text))
     except ValueError:
-        raise UserError(f"cannot read memory size {value!r}; write e.g. 2048 or \"2G\"", path=path,
-                        field=field) from None
+        raise UserError(f'cannot read memory size {value!r}; write e.g. 2048 or "2G"', path=path, field=field) from None

@@ -82,8 +82,11 @@ def _seed_task(t: SeedTask, path: Path, index: int) -> Task:
         if not folder.is_dir():
             raise UserError(f"source_path {t.source_path!r} is not a folder", path=path, field=f"{field}.source_path")
         if not is_tb2_task(folder):
-            raise UserError(f"source_path {t.source_path!r} is not a TB2 task folder (no task.toml)", path=path,
-                            field=f"{field}.source_path")
+            raise UserError(
+                f"source_path {t.source_path!r} is not a TB2 task folder (no task.toml)",
+                path=path,
+                field=f"{field}.source_path",
+            )
         task = load_tb2_task(folder, task_id=t.id, name=t.name)
         updates: dict[str, object] = {"tags": t.tags or task.tags, "hints": t.hints}
         if t.max_turns:
