@@ -269,3 +269,30 @@ def test_sigterm_saves_state_and_exits_130(tmp_path: Path) -> None:
     done = run_cli("--resume", str(out / "state.json"))
     assert done.returncode == 0, done.stderr
     assert len(_trial_results(out)) == 3
+
+
+def test_container_task_without_engine_is_one_clear_line(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    env = {**os.environ, "DOCKER_HOST": f"unix://{tmp_path}/no-engine.sock"}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from tbench.cli.app import iterate_main; iterate_main()",
+            "--suite",
+            str(EXAMPLES / "tb2"),
+            "--model",
+            "oracle",
+            "--output",
+            str(out),
+            "--project-root",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "no container engine answers at DOCKER_HOST=unix://" in proc.stderr
+    assert not out.exists()
