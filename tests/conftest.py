@@ -17,14 +17,17 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 BASE_IMAGE = "localhost/tbench-base:bookworm"
 
 
-def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    """Run `tbench-iterate` as a user would: a real process, real exit code."""
+def run_cli(
+    *args: str, cwd: Path | None = None, timeout: float = 600, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run `tbench-iterate` as a user would: a real process, real exit code (`env`: the whole environment)."""
     return subprocess.run(
         [sys.executable, "-c", "from tbench.cli.app import iterate_main; iterate_main()", *args],
         cwd=cwd,
         capture_output=True,
         text=True,
         timeout=timeout,
+        env=env,
     )
 
 

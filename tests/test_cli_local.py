@@ -134,7 +134,8 @@ def test_agent_and_test_timeouts_and_setup_failure(tmp_path: Path) -> None:
         (["--suite", "/no/such/suite"], "/no/such/suite: does not exist"),
         (["--suite", "{examples}/local-suite.json", "--model", "gpt-9"], "--model: unknown model 'gpt-9'"),
         (["--suite", "{examples}/local-suite.json", "--model", "ollama:"], "names no model"),
-        (["--suite", "{examples}/local-suite.json", "--model", "claude-code"], "not available"),
+        (["--suite", "{examples}/local-suite.json", "--model", "oracle", "--claude-validation-rate", "2"], "between 0"),
+        (["--suite", "{examples}/local-suite.json", "--model", "oracle", "--model-option", "num_ctx=x"], "num_ctx"),
         (["--suite", "{examples}/local-suite.json", "--model", "oracle", "--run-id", "../x"], "--run-id"),
         (["--suite", "{examples}/local-suite.json", "--model", "oracle", "--iterations", "0"], "--iterations"),
         (["--suite", "{examples}/local-suite.json", "--model", "oracle", "--tasks", "zzz"], "no task matches"),
@@ -232,7 +233,7 @@ def test_kill_9_then_resume_loses_nothing_and_runs_nothing_twice(tmp_path: Path)
     episodes = [json.loads(x)["id"] for x in (tmp_path / ".openagents/gym/episodes.jsonl").read_text().splitlines()]
     assert episodes == ["killme-001", "killme-002", "killme-003"]
     state = json.loads((out / "state.json").read_text())
-    assert state["status"] == "completed" and state["resumes"] >= kills
+    assert state["status"] == "completed" and state["resumes"] >= 1  # a kill may land before a resume is saved
     summary = json.loads((out / "summary.json").read_text())
     assert summary["total_trials"] == 12 and summary["mean_pass_rate"] == 1.0
 

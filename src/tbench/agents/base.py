@@ -8,12 +8,15 @@ core never imports agents.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 
-from tbench.bench.environments.base import Environment
+from tbench.bench.environments.base import AgentNeeds, Environment
+from tbench.bench.environments.local import confinement
 from tbench.bench.tasks import Task
 from tbench.bench.trial import AgentContext, AgentResult
+from tbench.errors import UserError
 
-__all__ = ["AgentContext", "AgentResult", "ModelRunner"]
+__all__ = ["AgentContext", "AgentNeeds", "AgentResult", "ModelRunner"]
 
 
 class ModelRunner(ABC):
@@ -24,6 +27,25 @@ class ModelRunner(ABC):
     @abstractmethod
     def run_task(self, task: Task, env: Environment, ctx: AgentContext) -> AgentResult: ...
 
-    def preflight(self) -> None:
+    def preflight(self, tasks: Sequence[Task] = ()) -> None:
         """Fail fast, before the first iteration, when the agent cannot possibly run (raise UserError)."""
         return None
+
+    def environment_needs(self, task: Task) -> AgentNeeds:
+        return AgentNeeds()
+
+
+def require_confinement(agent: str, tasks: Sequence[Task], *, unsafe: bool) -> None:
+    """A model agent on host-workspace tasks needs a sandbox, or the user's explicit `--unsafe-host-agent`."""
+    local = [t.id for t in tasks if t.environment.kind == "local"]
+    if not local or unsafe:
+        return
+    jail = confinement()
+    if jail.available:
+        return
+    shown = ", ".join(local[:5]) + (", …" if len(local) > 5 else "")
+    raise UserError(
+        f"the {agent} agent would run its commands on this host unconfined for local task(s) {shown}: "
+        f"{jail.reason}. Install bubblewrap, or accept the risk with --unsafe-host-agent",
+        field="--model",
+    )

@@ -1,15 +1,28 @@
 """The seed's model adapter: `ModelConfig`, `create_model_runner`. Lives beside the agents it creates so
-`bench/` never imports `agents/`. Agents are registered by name → "module:Class" and imported lazily."""
+`bench/` never imports `agents/`. Agents are registered by name → "module:Class" and imported lazily.
+
+Also which model runs each trial (`ModelPlan`): `--model` for all of them, or — with
+`--claude-validation-rate R` — Claude Code for a reproducible fraction R of them, chosen per trial from
+`--seed`, the iteration and the task id, so a resumed run (or another worker) picks the same model again.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import importlib
-from typing import Literal
+import inspect
+import os
+import secrets
+from collections.abc import Sequence
+from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tbench.agents.base import ModelRunner
+from tbench.bench.tasks import Task
 from tbench.errors import UserError
+from tbench.llm.chat import ChatOptions
 
 ModelType = Literal["claude-code", "ollama", "openai", "oracle", "nop"]
 
@@ -17,9 +30,13 @@ ModelType = Literal["claude-code", "ollama", "openai", "oracle", "nop"]
 RUNNERS: dict[str, str] = {
     "oracle": "tbench.agents.oracle:OracleAgent",
     "nop": "tbench.agents.nop:NopAgent",
+    "ollama": "tbench.agents.ollama_agent:OllamaAgent",
+    "claude-code": "tbench.agents.claude_code:ClaudeCodeAgent",
 }
 
 DEFAULT_MODEL = "claude-code"
+DEFAULT_OLLAMA_ENDPOINT = "http://localhost:11434"
+OLLAMA_PORT = 11434
 
 
 class ModelConfig(BaseModel):
@@ -29,6 +46,10 @@ class ModelConfig(BaseModel):
     model: str | None = None
     """For ollama: "codellama:34b"; for claude-code: an optional model name."""
     endpoint: str | None = None
+    options: ChatOptions = Field(default_factory=ChatOptions)
+    """Model-call settings of chat-API agents (ollama)."""
+    unsafe_host_agent: bool = False
+    """The user accepted running this agent's commands unconfined on the host where no sandbox exists."""
 
     @property
     def label(self) -> str:
@@ -36,20 +57,194 @@ class ModelConfig(BaseModel):
         return f"{self.type}:{self.model}" if self.model else self.type
 
 
-def parse_model(spec: str, *, endpoint: str | None = None) -> ModelConfig:
+class ModelSettings(BaseModel):
+    """A run's model settings besides `--model`, kept in config.json: endpoints yes, keys and tokens never."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ollama_endpoint: str | None = None
+    anthropic_base_url: str | None = None
+    """Recorded from ANTHROPIC_BASE_URL for the record; the key that goes with it is never stored."""
+    options: ChatOptions = Field(default_factory=ChatOptions)
+    claude_validation_rate: float = Field(default=0.0, ge=0.0, le=1.0)
+    seed: int | None = None
+    unsafe_host_agent: bool = False
+
+    def effective_options(self) -> ChatOptions:
+        """`--seed` seeds the model's sampler too, unless a `seed` model option says otherwise."""
+        if self.options.seed is None and self.seed is not None:
+            return self.options.model_copy(update={"seed": self.seed})
+        return self.options
+
+
+def parse_model(
+    spec: str,
+    *,
+    endpoint: str | None = None,
+    options: ChatOptions | None = None,
+    unsafe_host_agent: bool = False,
+) -> ModelConfig:
     """`claude-code`, `claude-code:<model>`, `ollama:<name>` (the name may hold ':'), `oracle`, `nop`."""
     kind, _, rest = spec.strip().partition(":")
+    extra: dict[str, object] = {"unsafe_host_agent": unsafe_host_agent}
     if kind in ("oracle", "nop") and not rest:
-        return ModelConfig(type=kind)
+        return ModelConfig(type=kind, **extra)
     if kind == "claude-code":
-        return ModelConfig(type="claude-code", model=rest or None)
+        return ModelConfig(type="claude-code", model=rest or None, **extra)
     if kind in ("ollama", "openai"):
         if not rest:
             raise UserError(
                 f"{spec!r} names no model; write {kind}:<model>, e.g. {kind}:qwen2.5-coder:7b", field="--model"
             )
-        return ModelConfig(type=kind, model=rest, endpoint=endpoint)
+        return ModelConfig(type=kind, model=rest, endpoint=endpoint, options=options or ChatOptions(), **extra)
     raise UserError(f"unknown model {spec!r}; use claude-code[:<model>], ollama:<name>, oracle or nop", field="--model")
+
+
+def parse_model_options(items: Sequence[str]) -> ChatOptions:
+    """`--model-option KEY=VALUE` (repeatable) into validated `ChatOptions`."""
+    values: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"expected KEY=VALUE, got {item!r}", field="--model-option")
+        values[key.strip()] = value.strip()
+    try:
+        return ChatOptions.model_validate(values)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(str(p) for p in err["loc"]) or "?"
+        valid = ", ".join(ChatOptions.model_fields)
+        raise UserError(f"{key}: {err['msg']} (options: {valid})", field="--model-option") from None
+
+
+def normalize_endpoint(value: str, *, default_port: int = OLLAMA_PORT, field: str = "--ollama-endpoint") -> str:
+    """`host`, `host:port` or a URL into a URL, the way Ollama's own client reads OLLAMA_HOST; a bind-all
+    address (0.0.0.0, often set for `ollama serve`) means this machine."""
+    text = value.strip().rstrip("/")
+    if not text:
+        raise UserError("is empty", field=field)
+    has_scheme = "://" in text
+    try:
+        parts = urlsplit(text if has_scheme else f"http://{text}")
+        port = parts.port
+    except ValueError as exc:
+        raise UserError(f"{value!r} is not a URL or host[:port] ({exc})", field=field) from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UserError(f"{value!r} is not an http(s) URL or host[:port]", field=field)
+    host = parts.hostname
+    if host in ("0.0.0.0", "::"):
+        host = "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
+    if port is None and not has_scheme:
+        port = default_port
+    netloc = f"{host}:{port}" if port is not None else host
+    return f"{parts.scheme}://{netloc}{parts.path}"
+
+
+#: `--flag` names (as settings keys) that make up `ModelSettings`.
+MODEL_FLAGS = ("ollama_endpoint", "model_option", "claude_validation_rate", "seed", "unsafe_host_agent")
+
+
+def model_settings_from_flags(given: dict[str, Any]) -> ModelSettings:
+    """Take the model flags out of `given` (flag name → value, absent when not given) into `ModelSettings`."""
+    flags = {k: given.pop(k) for k in MODEL_FLAGS if k in given}
+    rate = flags.get("claude_validation_rate")
+    if rate is not None and not 0.0 <= float(rate) <= 1.0:
+        raise UserError(f"must be between 0 and 1 (got {rate:g})", field="--claude-validation-rate")
+    return ModelSettings(
+        ollama_endpoint=flags.get("ollama_endpoint"),
+        options=parse_model_options(flags.get("model_option") or ()),
+        claude_validation_rate=float(rate or 0.0),
+        seed=flags.get("seed"),
+        unsafe_host_agent=bool(flags.get("unsafe_host_agent")),
+    )
+
+
+def default_ollama_endpoint() -> str:
+    """OLLAMA_HOST when set (as Ollama's own tools do), else http://localhost:11434."""
+    env = os.environ.get("OLLAMA_HOST", "").strip()
+    return normalize_endpoint(env, field="OLLAMA_HOST") if env else DEFAULT_OLLAMA_ENDPOINT
+
+
+def choose_model(seed: int, rate: float, iteration: int, task_id: str) -> bool:
+    """True when this trial goes to the validation model: a hash of (seed, iteration, task) against `rate`,
+    so the choice is reproducible and independent of run order and worker count."""
+    if rate <= 0:
+        return False
+    digest = hashlib.sha256(f"{seed}:{iteration}:{task_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < rate
+
+
+def model_config_for(label: str, settings: ModelSettings) -> ModelConfig:
+    """A trial's model, rebuilt from its label and the run's settings (worker processes do this)."""
+    return parse_model(
+        label,
+        endpoint=settings.ollama_endpoint,
+        options=settings.effective_options(),
+        unsafe_host_agent=settings.unsafe_host_agent,
+    )
+
+
+class ModelPlan:
+    """The models of one run and their runners (one per model, created lazily and reused)."""
+
+    def __init__(self, primary: ModelConfig, settings: ModelSettings) -> None:
+        self.primary = primary
+        self.settings = settings
+        self.validation: ModelConfig | None = None
+        if settings.claude_validation_rate > 0:
+            self.validation = ModelConfig(type="claude-code", unsafe_host_agent=settings.unsafe_host_agent)
+        self._runners: dict[str, ModelRunner] = {}
+
+    @property
+    def configs(self) -> list[ModelConfig]:
+        return [self.primary] + ([self.validation] if self.validation else [])
+
+    def choose(self, iteration: int, task_id: str) -> ModelConfig:
+        s = self.settings
+        if (
+            self.validation is not None
+            and s.seed is not None
+            and choose_model(s.seed, s.claude_validation_rate, iteration, task_id)
+        ):
+            return self.validation
+        return self.primary
+
+    def runner(self, config: ModelConfig | str) -> ModelRunner:
+        label = config if isinstance(config, str) else config.label
+        if label not in self._runners:
+            by_label = {c.label: c for c in self.configs}
+            self._runners[label] = create_model_runner(by_label.get(label) or model_config_for(label, self.settings))
+        return self._runners[label]
+
+    def preflight(self, tasks: Sequence[Task]) -> None:
+        for config in self.configs:
+            self.runner(config).preflight(tasks)
+
+
+def build_model_plan(spec: str, settings: ModelSettings) -> ModelPlan:
+    """Validate `--model` with its settings; a validation rate without a seed gets a random one, kept in
+    config.json so the run (and its resume) stay reproducible."""
+    kind = parse_model(spec).type
+    if settings.claude_validation_rate > 0:
+        if kind == "claude-code":
+            raise UserError(
+                "sends a share of trials to Claude Code, but --model is already claude-code; use it with another "
+                "model, e.g. --model ollama:qwen2.5-coder:32b",
+                field="--claude-validation-rate",
+            )
+        if settings.seed is None:
+            settings = settings.model_copy(update={"seed": secrets.randbelow(2**31)})
+    if settings.ollama_endpoint:
+        settings = settings.model_copy(update={"ollama_endpoint": normalize_endpoint(settings.ollama_endpoint)})
+    elif kind in ("ollama", "openai"):
+        settings = settings.model_copy(update={"ollama_endpoint": default_ollama_endpoint()})
+    primary = model_config_for(spec, settings)
+    base_url = os.environ.get("ANTHROPIC_BASE_URL") or None
+    if base_url and (primary.type == "claude-code" or settings.claude_validation_rate > 0):
+        settings = settings.model_copy(update={"anthropic_base_url": base_url})
+    return ModelPlan(primary, settings)
 
 
 def create_model_runner(config: ModelConfig) -> ModelRunner:
@@ -67,8 +262,6 @@ def create_model_runner(config: ModelConfig) -> ModelRunner:
 
 
 def _takes_config(cls: type) -> bool:
-    import inspect
-
     return len(inspect.signature(cls).parameters) > 0
 
 

@@ -6,15 +6,20 @@ Field names are the seed's (camelCase on disk), so the file matches what the Typ
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sqlite3
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from filelock import FileLock
 from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic.alias_generators import to_camel
 
 from tbench.bench.tasks import Summary
+
+if TYPE_CHECKING:
+    from tbench.bench.episode_index import EpisodeIndex
 
 EpisodeStatus = Literal["success", "partial", "failed"]
 
@@ -41,6 +46,17 @@ class EpisodeSummary(_Camel):
         return cls.model_validate(s.model_dump(include=set(cls.model_fields)))
 
 
+class EpisodeModelSummary(_Camel):
+    """One model's share of an iteration (`byModel` on disk)."""
+
+    total: int
+    passed: int
+    infra_errors: int = 0
+    pass_rate: float
+    total_tokens: int = 0
+    total_cost_usd: float = 0.0
+
+
 class Episode(_Camel):
     id: str
     run_id: str
@@ -53,6 +69,8 @@ class Episode(_Camel):
     status: EpisodeStatus
     summary: EpisodeSummary
     results_path: str
+    by_model: dict[str, EpisodeModelSummary] = {}
+    """Which model ran which share of the trials (several with --claude-validation-rate)."""
     tags: list[str] = []
     notes: str | None = None
 
@@ -100,7 +118,15 @@ class EpisodeStore:
                 fh.write(line)
                 fh.flush()
                 os.fsync(fh.fileno())
+            with contextlib.suppress(sqlite3.Error, OSError):  # derived data: the next query catches it up
+                self.index().sync()
             return True
+
+    def index(self) -> EpisodeIndex:
+        """The SQLite query index over this store and its trials (episode_index.py), synced under this lock."""
+        from tbench.bench.episode_index import EpisodeIndex
+
+        return EpisodeIndex(self.gym_dir, self._lock)
 
     def _ends_with_newline(self) -> bool:
         with self.path.open("rb") as fh:

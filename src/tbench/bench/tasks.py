@@ -165,10 +165,46 @@ class TrialResult(BaseModel):
     verification_output: str = ""
     """Tail of the test output; the whole of it is in the trial folder."""
     attempts: int = 1
+    """Times the trial was started (an interrupted start counts)."""
+    retries: int = 0
+    """Earlier attempts that ended in an infra error and were retried."""
     started_at: str
     finished_at: str
     trial_dir: str
     """Relative to the run folder."""
+
+
+class ModelSummary(BaseModel):
+    """One model's share of the trials: runs that mix models (`--claude-validation-rate`) compare them here."""
+
+    total: int = 0
+    passed: int = 0
+    infra_errors: int = 0
+    pass_rate: float = 0.0
+    """Over graded trials (infra errors excluded), as for the whole."""
+    total_tokens: int = 0
+    total_cost_usd: float = 0.0
+
+
+def summarize_by_model(results: list[TrialResult]) -> dict[str, ModelSummary]:
+    groups: dict[str, list[TrialResult]] = {}
+    for r in results:
+        groups.setdefault(r.model, []).append(r)
+    out: dict[str, ModelSummary] = {}
+    for model in sorted(groups):
+        rs = groups[model]
+        infra = sum(1 for r in rs if r.failure_mode == FailureMode.INFRA_ERROR)
+        passed = sum(1 for r in rs if r.status == "pass")
+        graded = len(rs) - infra
+        out[model] = ModelSummary(
+            total=len(rs),
+            passed=passed,
+            infra_errors=infra,
+            pass_rate=round(passed / graded, 6) if graded else 0.0,
+            total_tokens=sum(r.tokens_used for r in rs),
+            total_cost_usd=round(sum(r.cost_usd or 0.0 for r in rs), 6),
+        )
+    return out
 
 
 class Summary(BaseModel):
@@ -180,11 +216,14 @@ class Summary(BaseModel):
     timeout: int = 0
     error: int = 0
     infra_errors: int = 0
+    retries: int = 0
     pass_rate: float = 0.0
     avg_duration_ms: float = 0.0
     avg_turns: float = 0.0
     total_tokens: int = 0
     total_cost_usd: float = 0.0
+    by_model: dict[str, ModelSummary] = Field(default_factory=dict)
+    """Which model ran how many of these trials, and how each did."""
 
     @classmethod
     def of(cls, results: list[TrialResult]) -> Summary:
@@ -201,11 +240,13 @@ class Summary(BaseModel):
             timeout=count["timeout"],
             error=count["error"],
             infra_errors=infra,
+            retries=sum(r.retries for r in results),
             pass_rate=round(count["pass"] / graded, 6) if graded else 0.0,
             avg_duration_ms=round(sum(r.duration_ms for r in results) / n, 1),
             avg_turns=round(sum(r.turns for r in results) / n, 3),
             total_tokens=sum(r.tokens_used for r in results),
             total_cost_usd=round(sum(r.cost_usd or 0.0 for r in results), 6),
+            by_model=summarize_by_model(results),
         )
 
 

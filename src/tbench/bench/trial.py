@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from tbench.bench.environments.base import Environment, TrialLabels, ms_since
+from tbench.bench.environments.base import AgentNeeds, Environment, TrialLabels, ms_since
 from tbench.bench.tasks import Outcome, PhaseTimings, Task, Tokens, TrialResult, utcnow
 from tbench.bench.verifier import Verdict, verify
 from tbench.errors import FailureMode, TrialError
@@ -25,6 +25,8 @@ AGENT_DIR = "agent"
 #: How long past its own budget an agent may take to return before the trial stops waiting for it.
 AGENT_GRACE_SEC = 30.0
 SETUP_TIMEOUT_SEC = 600.0
+#: Engine work around a phase's own limit (copies, container start/removal) that may add to its budget.
+PHASE_SLACK_SEC = 120.0
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,10 @@ class Agent(Protocol):
 
     def run_task(self, task: Task, env: Environment, ctx: AgentContext) -> AgentResult: ...
 
+    def environment_needs(self, task: Task) -> AgentNeeds:
+        """What the environment must provide before it starts (a mounted binary, the host's network)."""
+        ...
+
 
 @dataclass(frozen=True)
 class TrialSpec:
@@ -71,6 +77,7 @@ class TrialSpec:
 
 
 EnvMaker = Callable[[Task, TrialLabels, Path], Environment]
+PhaseHook = Callable[[str, float | None], None]
 
 
 def decide(
@@ -135,7 +142,62 @@ def _run_agent(agent: Agent, task: Task, env: Environment, ctx: AgentContext) ->
     return outcome
 
 
-def run_trial(spec: TrialSpec, agent: Agent, make_env: EnvMaker) -> TrialResult:
+def _run_setup(task: Task, env: Environment, log_path: Path) -> None:
+    for i, command in enumerate(task.setup):
+        res = env.exec(command, timeout_sec=SETUP_TIMEOUT_SEC, log_path=log_path)
+        if res.exit_code != 0:
+            raise TrialError(
+                f"setup[{i}] failed (exit {res.exit_code}): {tail(res.output, 300)}", FailureMode.BUILD_ERROR
+            )
+
+
+def _act_and_verify(
+    spec: TrialSpec,
+    agent: Agent,
+    env: Environment,
+    timeout: float,
+    timings: PhaseTimings,
+    log: _TrialLog,
+    on_phase: PhaseHook,
+) -> tuple[AgentResult, Verdict | None]:
+    """The agent acts, then — unless its model server failed — the task's own tests judge."""
+    task = spec.task
+    verdict: Verdict | None = None
+    ctx = AgentContext(
+        instruction=task.instruction,
+        timeout_sec=timeout,
+        max_turns=task.max_turns or spec.max_turns,
+        logs_dir=spec.trial_dir / AGENT_DIR,
+        system_prompt_append=spec.system_prompt_append,
+    )
+    ctx.logs_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.monotonic()
+    on_phase("agent", timeout + AGENT_GRACE_SEC)
+    agent_result = _run_agent(agent, task, env, ctx)
+    timings.agent_ms = ms_since(t0)
+    log(
+        f"agent finished in {timings.agent_ms} ms: timed_out={agent_result.timed_out} "
+        f"mode={agent_result.failure_mode} error={agent_result.error}"
+    )
+    if agent_result.failure_mode is not FailureMode.INFRA_ERROR:
+        t0 = time.monotonic()
+        on_phase("verifier", task.verifier.timeout_sec + PHASE_SLACK_SEC)
+        verdict = verify(task, env, spec.trial_dir)
+        timings.verifier_ms = ms_since(t0)
+        log(
+            f"verifier finished in {timings.verifier_ms} ms: passed={verdict.passed} "
+            f"timed_out={verdict.timed_out} mode={verdict.failure_mode}"
+        )
+    return agent_result, verdict
+
+
+def _no_phase(phase: str, budget_sec: float | None) -> None:
+    return None
+
+
+def run_trial(spec: TrialSpec, agent: Agent, make_env: EnvMaker, on_phase: PhaseHook = _no_phase) -> TrialResult:
+    """`on_phase(name, budget_sec)` is called as each phase starts: a worker's heartbeat reports it, so the
+    orchestrator can tell a slow phase from a stuck one."""
     task = spec.task
     spec.trial_dir.mkdir(parents=True, exist_ok=True)
     log = _TrialLog(spec.trial_dir / "trial.log")
@@ -149,42 +211,18 @@ def run_trial(spec: TrialSpec, agent: Agent, make_env: EnvMaker) -> TrialResult:
     log(f"trial {spec.trial_id} task={task.id} model={spec.model_label} agent_timeout={timeout:g}s")
     env = make_env(task, labels, spec.trial_dir)
     try:
+        env.prepare(agent.environment_needs(task))
         t0 = time.monotonic()
+        on_phase("environment", task.environment.build_timeout_sec + PHASE_SLACK_SEC)
         env.start()
         timings.environment_ms = ms_since(t0)
         log(f"environment ready in {timings.environment_ms} ms (workdir {env.workdir})")
         if task.setup:
+            on_phase("setup", SETUP_TIMEOUT_SEC * len(task.setup))
             t0 = time.monotonic()
-            for i, command in enumerate(task.setup):
-                res = env.exec(command, timeout_sec=SETUP_TIMEOUT_SEC, log_path=spec.trial_dir / "setup.log")
-                if res.exit_code != 0:
-                    raise TrialError(
-                        f"setup[{i}] failed (exit {res.exit_code}): {tail(res.output, 300)}", FailureMode.BUILD_ERROR
-                    )
+            _run_setup(task, env, spec.trial_dir / "setup.log")
             timings.setup_ms = ms_since(t0)
-        ctx = AgentContext(
-            instruction=task.instruction,
-            timeout_sec=timeout,
-            max_turns=task.max_turns or spec.max_turns,
-            logs_dir=spec.trial_dir / AGENT_DIR,
-            system_prompt_append=spec.system_prompt_append,
-        )
-        ctx.logs_dir.mkdir(parents=True, exist_ok=True)
-        t0 = time.monotonic()
-        agent_result = _run_agent(agent, task, env, ctx)
-        timings.agent_ms = ms_since(t0)
-        log(
-            f"agent finished in {timings.agent_ms} ms: timed_out={agent_result.timed_out} "
-            f"mode={agent_result.failure_mode} error={agent_result.error}"
-        )
-        if agent_result.failure_mode is not FailureMode.INFRA_ERROR:
-            t0 = time.monotonic()
-            verdict = verify(task, env, spec.trial_dir)
-            timings.verifier_ms = ms_since(t0)
-            log(
-                f"verifier finished in {timings.verifier_ms} ms: passed={verdict.passed} "
-                f"timed_out={verdict.timed_out} mode={verdict.failure_mode}"
-            )
+        agent_result, verdict = _act_and_verify(spec, agent, env, timeout, timings, log, on_phase)
     except TrialError as exc:
         error = exc
         log(f"trial error ({exc.mode}): {exc}")
@@ -194,28 +232,42 @@ def run_trial(spec: TrialSpec, agent: Agent, make_env: EnvMaker) -> TrialResult:
         log(f"unexpected error: {error}")
     finally:
         t0 = time.monotonic()
+        on_phase("teardown", PHASE_SLACK_SEC)
         env.stop()
         timings.teardown_ms = ms_since(t0)
     status, mode, message = decide(agent_result, verdict, error)
     log(f"outcome {status} failure_mode={mode}")
-    tokens = agent_result.tokens if agent_result else Tokens()
+    return _result(spec, started_at, ms_since(t_start), timings, agent_result, verdict, (status, mode, message))
+
+
+def _result(
+    spec: TrialSpec,
+    started_at: str,
+    duration_ms: int,
+    timings: PhaseTimings,
+    agent: AgentResult | None,
+    verdict: Verdict | None,
+    decision: tuple[Outcome, FailureMode | None, str | None],
+) -> TrialResult:
+    status, mode, message = decision
+    tokens = agent.tokens if agent else Tokens()
     return TrialResult(
         trial_id=spec.trial_id,
         run_id=spec.run_id,
         iteration=spec.iteration,
-        task_id=task.id,
-        task_name=task.name,
+        task_id=spec.task.id,
+        task_name=spec.task.name,
         model=spec.model_label,
         status=status,
         failure_mode=mode,
         error_message=message,
         rewards=verdict.rewards if verdict else None,
         parser_results=verdict.parser_results if verdict else None,
-        duration_ms=ms_since(t_start),
-        turns=agent_result.turns if agent_result else 0,
+        duration_ms=duration_ms,
+        turns=agent.turns if agent else 0,
         tokens_used=tokens.total,
         tokens=tokens,
-        cost_usd=agent_result.cost_usd if agent_result else None,
+        cost_usd=agent.cost_usd if agent else None,
         timings=timings,
         verification_output=verdict.output if verdict else "",
         started_at=started_at,

@@ -7,16 +7,21 @@ import os
 import signal
 import sys
 import traceback
+from collections.abc import Callable
 from importlib.resources import files
 from pathlib import Path
 from types import FrameType
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 
 from tbench import __version__
+from tbench.cli.report_cmds import register as register_report_commands
 from tbench.errors import UserError
+
+if TYPE_CHECKING:
+    from tbench.overnight.iterate import Run
 
 app = typer.Typer(
     name="tbench",
@@ -34,87 +39,204 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
-def iterate(
-    suite: Annotated[Path | None, typer.Option(help="Task folder, folder of tasks (TB2/TB1), or suite .json")] = None,
-    output: Annotated[Path | None, typer.Option(help="Run folder (default results/YYYYMMDD)")] = None,
-    iterations: Annotated[int | None, typer.Option(help="How many times to run the suite [default: 10]")] = None,
-    model: Annotated[
-        str | None, typer.Option(help="claude-code[:<model>], ollama:<name>, oracle or nop [default: claude-code]")
-    ] = None,
-    resume: Annotated[Path | None, typer.Option(help="PATH/state.json of an interrupted run")] = None,
-    timeout: Annotated[
-        float | None, typer.Option(help="Agent time limit (s) for tasks that set none [default: 3600]")
-    ] = None,
-    max_turns: Annotated[int | None, typer.Option(help="Agent turn cap for tasks that set none")] = None,
-    run_id: Annotated[str | None, typer.Option(help="Run id (default tbrun-YYYYMMDD-HHMMSS-xxxx)")] = None,
-    tasks: Annotated[
-        list[str] | None, typer.Option(help="Only tasks whose id or name matches (glob, repeatable)")
-    ] = None,
-    project_root: Annotated[Path | None, typer.Option(help="Where .openagents/gym lives (default: cwd)")] = None,
-    debug: Annotated[bool, typer.Option(help="Show tracebacks")] = False,
-) -> None:
-    """Run a suite N times in order, recording each iteration as an Episode (the seed's tbench-iterate)."""
-    global DEBUG
-    DEBUG = DEBUG or debug
-    from tbench.agents.model_adapter import DEFAULT_MODEL
+# Options shared by `iterate` and `overnight` (the overnight runner takes every iterate flag).
+SuiteOpt = Annotated[Path | None, typer.Option(help="Task folder, folder of tasks (TB2/TB1), or suite .json")]
+OutputOpt = Annotated[Path | None, typer.Option(help="Run folder (default results/YYYYMMDD)")]
+IterationsOpt = Annotated[int | None, typer.Option(help="How many times to run the suite [default: 10]")]
+ModelOpt = Annotated[
+    str | None, typer.Option(help="claude-code[:<model>], ollama:<name>, oracle or nop [default: claude-code]")
+]
+ResumeOpt = Annotated[Path | None, typer.Option(help="PATH/state.json of an interrupted run")]
+TimeoutOpt = Annotated[float | None, typer.Option(help="Agent time limit (s) for tasks that set none [default: 3600]")]
+MaxTurnsOpt = Annotated[int | None, typer.Option(help="Agent turn cap for tasks that set none")]
+RunIdOpt = Annotated[str | None, typer.Option(help="Run id (default tbrun-YYYYMMDD-HHMMSS-xxxx)")]
+TasksOpt = Annotated[list[str] | None, typer.Option(help="Only tasks whose id or name matches (glob, repeatable)")]
+ProjectRootOpt = Annotated[Path | None, typer.Option(help="Where .openagents/gym lives (default: cwd)")]
+DebugOpt = Annotated[bool, typer.Option(help="Show tracebacks")]
+OllamaEndpointOpt = Annotated[
+    str | None, typer.Option(help="Ollama server, URL or host[:port] [default: $OLLAMA_HOST or http://localhost:11434]")
+]
+ModelOptionOpt = Annotated[
+    list[str] | None,
+    typer.Option(help="Model call setting KEY=VALUE, repeatable: num_ctx, temperature, seed, keep_alive, ..."),
+]
+ValidationRateOpt = Annotated[
+    float | None, typer.Option(help="Share of trials (0-1) run by Claude Code instead of --model, chosen per trial")
+]
+SeedOpt = Annotated[int | None, typer.Option(help="Seed of the per-trial model choice (and of the model's sampler)")]
+UnsafeHostOpt = Annotated[
+    bool,
+    typer.Option(
+        "--unsafe-host-agent", help="Let model agents run unconfined on the host for local tasks when bwrap is missing"
+    ),
+]
+
+
+def _notify(line: str) -> None:
+    console.print(line, markup=False, soft_wrap=True)
+
+
+def _open_run(settings: dict[str, Any], resume: Path | None, **defaults: Any) -> Run:
+    """Create a run from `settings` (flag name → value, None = not given), or resume one; a resumed run
+    keeps its config.json, so any setting given with --resume is refused rather than silently ignored."""
+    from tbench.agents.model_adapter import DEFAULT_MODEL, model_settings_from_flags
     from tbench.overnight.iterate import IterateOptions, Run
 
-    def notify(line: str) -> None:
-        console.print(line, markup=False, soft_wrap=True)
-
     if resume is not None:
-        given = {
-            "--suite": suite,
-            "--output": output,
-            "--iterations": iterations,
-            "--model": model,
-            "--timeout": timeout,
-            "--max-turns": max_turns,
-            "--run-id": run_id,
-            "--tasks": tasks,
-            "--project-root": project_root,
-        }
-        clash = [flag for flag, value in given.items() if value is not None]
+        clash = [f"--{name.replace('_', '-')}" for name, value in settings.items() if value is not None]
         if clash:
             raise UserError(
                 f"a resumed run keeps the settings in its config.json; drop {', '.join(clash)}", field="--resume"
             )
-        run = Run.resume(resume, notify)
-        notify(f"Resuming {run.config.run_id} in {run.dir}")
-    else:
-        if suite is None:
-            raise UserError("missing; give --suite PATH (or --resume PATH/state.json)", field="--suite")
-        run = Run.create(
-            IterateOptions(
-                suite=suite,
-                output=output,
-                iterations=10 if iterations is None else iterations,
-                model=model or DEFAULT_MODEL,
-                timeout_sec=3600.0 if timeout is None else timeout,
-                max_turns=max_turns,
-                run_id=run_id,
-                tasks=tuple(tasks or ()),
-                project_root=project_root,
-            ),
-            notify,
-        )
-        notify(
-            f"Run {run.config.run_id}: {len(run.tasks)} task(s) x {run.config.iterations} iteration(s), "
-            f"model {run.config.model} → {run.dir}"
-        )
+        run = Run.resume(resume, _notify)
+        _notify(f"Resuming {run.config.run_id} in {run.dir}")
+        return run
+    if settings["suite"] is None:
+        raise UserError("missing; give --suite PATH (or --resume PATH/state.json)", field="--suite")
+    given = {k: v for k, v in settings.items() if v is not None}
+    given["models"] = model_settings_from_flags(given)
+    opts = IterateOptions(
+        **{
+            "iterations": 10,
+            "model": DEFAULT_MODEL,
+            "timeout_sec": 3600.0,
+            **defaults,
+            **{("timeout_sec" if k == "timeout" else k): v for k, v in given.items()},
+            "tasks": tuple(given.get("tasks") or ()),
+        }
+    )
+    run = Run.create(opts, _notify)
+    _notify(
+        f"Run {run.config.run_id}: {len(run.tasks)} task(s) x {run.config.iterations} iteration(s), "
+        f"model {run.config.model} → {run.dir}"
+    )
+    return run
+
+
+def _resume_hint(run: Run) -> str:
+    return f"Resume with: tbench-{run.config.runner} --resume {run.dir / 'state.json'}"
+
+
+def iterate(
+    suite: SuiteOpt = None,
+    output: OutputOpt = None,
+    iterations: IterationsOpt = None,
+    model: ModelOpt = None,
+    resume: ResumeOpt = None,
+    timeout: TimeoutOpt = None,
+    max_turns: MaxTurnsOpt = None,
+    run_id: RunIdOpt = None,
+    tasks: TasksOpt = None,
+    project_root: ProjectRootOpt = None,
+    ollama_endpoint: OllamaEndpointOpt = None,
+    model_option: ModelOptionOpt = None,
+    claude_validation_rate: ValidationRateOpt = None,
+    seed: SeedOpt = None,
+    unsafe_host_agent: UnsafeHostOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Run a suite N times in order, recording each iteration as an Episode (the seed's tbench-iterate)."""
+    global DEBUG
+    DEBUG = DEBUG or debug
+    settings = {k: v for k, v in locals().items() if k not in ("resume", "debug")}
+    settings["unsafe_host_agent"] = unsafe_host_agent or None
+    run = _open_run(settings, resume)
     try:
         run.execute()
     except KeyboardInterrupt:
-        err_console.print(
-            f"interrupted; state saved. Resume with: tbench-iterate --resume {run.dir / 'state.json'}",
-            markup=False,
-            soft_wrap=True,
-        )
+        err_console.print(f"interrupted; state saved. {_resume_hint(run)}", markup=False, soft_wrap=True)
         raise typer.Exit(130) from None
-    notify(f"Done. Report: {run.dir / 'report.md'}")
+    _notify(f"Done. Report: {run.dir / 'report.md'}")
+
+
+def overnight(
+    suite: SuiteOpt = None,
+    output: OutputOpt = None,
+    iterations: IterationsOpt = None,
+    model: ModelOpt = None,
+    resume: ResumeOpt = None,
+    timeout: TimeoutOpt = None,
+    max_turns: MaxTurnsOpt = None,
+    run_id: RunIdOpt = None,
+    tasks: TasksOpt = None,
+    project_root: ProjectRootOpt = None,
+    ollama_endpoint: OllamaEndpointOpt = None,
+    model_option: ModelOptionOpt = None,
+    claude_validation_rate: ValidationRateOpt = None,
+    seed: SeedOpt = None,
+    unsafe_host_agent: UnsafeHostOpt = False,
+    workers: Annotated[
+        str | None, typer.Option(help="Parallel trials: a number, or 'auto' (from free RAM and CPUs) [default: auto]")
+    ] = None,
+    max_retries: Annotated[
+        int | None, typer.Option(help="Retries of a trial that hit an infra error (never agent failures) [default: 2]")
+    ] = None,
+    retry_backoff: Annotated[
+        float | None, typer.Option(help="First retry delay (s), doubling per retry, capped at 60 [default: 5]")
+    ] = None,
+    stop_after_iteration: Annotated[
+        int | None, typer.Option(help="Stop (resumably) once this iteration has finished")
+    ] = None,
+    memory_reserve_mb: Annotated[int, typer.Option(help="Free RAM never used by starting a trial")] = 2048,
+    task_memory_mb: Annotated[int, typer.Option(help="Memory assumed for tasks that declare none")] = 2048,
+    min_free_disk_mb: Annotated[int, typer.Option(help="Stop starting trials below this free disk")] = 2048,
+    heartbeat_timeout: Annotated[float, typer.Option(help="Kill a worker silent this long (s)")] = 60.0,
+    stuck_grace: Annotated[float, typer.Option(help="Kill a worker this long past its phase's budget (s)")] = 60.0,
+    debug: DebugOpt = False,
+) -> None:
+    """Run a suite N times with trials in parallel worker processes; survives kill -9 (`--resume`)."""
+    global DEBUG
+    DEBUG = DEBUG or debug
+    from tbench.overnight.parallel import ParallelExecutor, Watchdog
+    from tbench.overnight.progress import Progress
+    from tbench.overnight.resources import Budget
+
+    settings = {
+        "suite": suite, "output": output, "iterations": iterations, "model": model, "timeout": timeout,
+        "max_turns": max_turns, "run_id": run_id, "tasks": tasks, "project_root": project_root,
+        "workers": _parse_workers(workers), "max_retries": max_retries,
+        "retry_backoff_sec": retry_backoff,
+        "ollama_endpoint": ollama_endpoint, "model_option": model_option,
+        "claude_validation_rate": claude_validation_rate, "seed": seed,
+        "unsafe_host_agent": unsafe_host_agent or None,
+    }  # fmt: skip
+    run = _open_run(settings, resume, runner="overnight", workers="auto", max_retries=2)
+    budget = Budget(default_task_mb=task_memory_mb, reserve_mb=memory_reserve_mb, min_free_disk_mb=min_free_disk_mb)
+    progress = Progress(console, run.config.iterations, str(run.config.workers))
+    executor = ParallelExecutor(run.config.workers, budget, Watchdog(heartbeat_timeout, stuck_grace), progress)
+    run.executor = executor
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        if run.stop.reason is None:
+            run.stop.request(f"{signal.Signals(signum).name} received", exit_code=130)
+            err_console.print("stopping: no new trials; running ones finish. Signal again to cancel them.")
+        else:
+            run.stop.cancel = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        state = run.execute(stop_after_iteration=stop_after_iteration)
+    finally:
+        executor.close()
+    if state.status == "completed":
+        _notify(f"Done. Report: {run.dir / 'report.md'}")
+        return
+    err_console.print(f"stopped: {run.stop.reason}; state saved. {_resume_hint(run)}", markup=False, soft_wrap=True)
+    raise typer.Exit(run.stop.exit_code)
+
+
+def _parse_workers(value: str | None) -> int | str | None:
+    if value is None or value == "auto":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise UserError(f"expected a number or 'auto', got {value!r}", field="--workers") from None
 
 
 app.command("iterate")(iterate)
+app.command("overnight")(overnight)
 
 
 @app.command()
@@ -131,6 +253,9 @@ def examples() -> None:
 def version() -> None:
     """Print the tbench version."""
     console.print(__version__)
+
+
+register_report_commands(app)  # report, compare, episodes, baseline (cli/report_cmds.py)
 
 
 def _run(typer_app: typer.Typer) -> None:
@@ -163,7 +288,15 @@ def main() -> None:
     _run(app)
 
 
-def iterate_main() -> None:
+def _single(command: Callable[..., None]) -> None:
     single = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
-    single.command()(iterate)
+    single.command()(command)
     _run(single)
+
+
+def iterate_main() -> None:
+    _single(iterate)
+
+
+def overnight_main() -> None:
+    _single(overnight)

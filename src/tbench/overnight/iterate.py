@@ -5,27 +5,54 @@ from __future__ import annotations
 
 import secrets
 import shutil
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Literal
 
 from tbench import __version__
 from tbench.agents.base import ModelRunner
-from tbench.agents.model_adapter import create_model_runner, parse_model
+from tbench.agents.model_adapter import (
+    ModelPlan,
+    ModelSettings,
+    build_model_plan,
+    create_model_runner,
+    model_config_for,
+)
 from tbench.bench.environments import EnvironmentFactory
-from tbench.bench.episode_store import Episode, EpisodeStore, EpisodeSummary, episode_status
+from tbench.bench.episode_store import Episode, EpisodeModelSummary, EpisodeStore, EpisodeSummary, episode_status
 from tbench.bench.formats import load_suite, select_tasks
 from tbench.bench.tasks import Summary, Task, TerminalBenchResults, TrialResult, utcnow
 from tbench.bench.trial import TrialSpec, run_trial
-from tbench.errors import UserError
-from tbench.fsutil import SAFE_ID, atomic_write_model, atomic_write_text, child_path
+from tbench.errors import FailureMode, UserError
+from tbench.fsutil import SAFE_ID, atomic_write_model, child_path
 from tbench.overnight.state import CONFIG_FILE, IterationState, RunConfig, RunState, load_run
-from tbench.report.markdown import render_markdown
+from tbench.report.run_report import write_reports
 from tbench.report.summary import IterationDelta, compute_delta, summarize_run
 
 GYM_DIR = Path(".openagents") / "gym"
 Notify = Callable[[str], None]
+Executor = Callable[["Run", IterationState, list[Task]], None]
+
+
+def build_runner(config: RunConfig, model_label: str) -> ModelRunner:
+    """The agent for one trial of this run (worker processes build their own)."""
+    return create_model_runner(model_config_for(model_label, config.model_settings))
+
+
+def run_sequential(run: Run, it: IterationState, tasks: list[Task]) -> None:
+    """Phase 1: one trial at a time, in the orchestrator's own process."""
+    for task in tasks:
+        if run.stop.reason:
+            return
+        while True:
+            spec = run.begin_trial(it, task)
+            result = run_trial(spec, run.models.runner(spec.model_label), run.envs.create)
+            if run.finish_trial(it, task, result):
+                break
+            time.sleep(run.retry_delay(it, task))
 
 
 @dataclass(frozen=True)
@@ -39,6 +66,29 @@ class IterateOptions:
     run_id: str | None = None
     tasks: tuple[str, ...] = ()
     project_root: Path | None = None
+    runner: Literal["iterate", "overnight"] = "iterate"
+    workers: int | Literal["auto"] = 1
+    max_retries: int = 0
+    retry_backoff_sec: float = 5.0
+    models: ModelSettings = field(default_factory=ModelSettings)
+    """Endpoints, model options, --claude-validation-rate, --seed, --unsafe-host-agent."""
+
+
+@dataclass
+class StopControl:
+    """Why the run should stop starting trials. Signals, the STOP file, --stop-after-iteration and the disk
+    guard all land here; `cancel` (a second signal) also ends running trials."""
+
+    reason: str | None = None
+    exit_code: int = 0
+    cancel: bool = False
+
+    def request(self, reason: str, exit_code: int = 0) -> None:
+        if self.reason is None:
+            self.reason, self.exit_code = reason, exit_code
+
+
+STOP_FILE = "STOP"
 
 
 def new_run_id() -> str:
@@ -58,7 +108,7 @@ class Run:
         config: RunConfig,
         state: RunState,
         tasks: list[Task],
-        runner: ModelRunner,
+        models: ModelPlan,
         envs: EnvironmentFactory,
         notify: Notify,
     ) -> None:
@@ -66,10 +116,12 @@ class Run:
         self.config = config
         self.state = state
         self.tasks = tasks
-        self.runner = runner
+        self.models = models
         self.envs = envs
         self.notify = notify
         self.store = EpisodeStore(Path(config.project_root) / GYM_DIR)
+        self.executor: Executor = run_sequential
+        self.stop = StopControl()
 
     # ------------------------------------------------------------------ set-up
 
@@ -80,14 +132,17 @@ class Run:
             raise UserError(f"must be at least 1 (got {opts.iterations})", field="--iterations")
         if opts.timeout_sec <= 0:
             raise UserError(f"must be positive (got {opts.timeout_sec:g})", field="--timeout")
+        if opts.workers != "auto" and opts.workers < 1:
+            raise UserError(f"must be at least 1 or 'auto' (got {opts.workers})", field="--workers")
+        if opts.max_retries < 0:
+            raise UserError(f"must be 0 or more (got {opts.max_retries})", field="--max-retries")
         if opts.max_turns is not None and opts.max_turns < 1:
             raise UserError(f"must be at least 1 (got {opts.max_turns})", field="--max-turns")
         run_id = opts.run_id or new_run_id()
         if not SAFE_ID.match(run_id):
             raise UserError(f"{run_id!r} is not allowed: use letters, digits, '.', '_' or '-'", field="--run-id")
         suite = select_tasks(load_suite(opts.suite), list(opts.tasks))
-        model = parse_model(opts.model)
-        runner = create_model_runner(model)
+        models = build_model_plan(opts.model, opts.models)
         output = opts.output or Path("results") / datetime.now().strftime("%Y%m%d")
         if output.exists() and (not output.is_dir() or any(output.iterdir())):
             raise UserError(
@@ -96,7 +151,7 @@ class Run:
             )
         envs = EnvironmentFactory()
         envs.preflight(suite.tasks)
-        runner.preflight()
+        models.preflight(suite.tasks)
         project_root = (opts.project_root or Path.cwd()).resolve()
         config = RunConfig(
             run_id=run_id,
@@ -107,19 +162,24 @@ class Run:
             suite_version=suite.version,
             task_globs=list(opts.tasks),
             task_ids=[t.id for t in suite.tasks],
-            model=model.label,
+            model=models.primary.label,
+            model_settings=models.settings,
             iterations=opts.iterations,
             timeout_sec=opts.timeout_sec,
             max_turns=opts.max_turns,
             output=str(output.resolve()),
             project_root=str(project_root),
+            runner=opts.runner,
+            workers=opts.workers,
+            max_retries=opts.max_retries,
+            retry_backoff_sec=opts.retry_backoff_sec,
         )
         output = output.resolve()
         output.mkdir(parents=True, exist_ok=True)
         atomic_write_model(output / CONFIG_FILE, config)
         state = RunState.new(config)
         state.save(output)
-        return cls(output, config, state, suite.tasks, runner, envs, notify)
+        return cls(output, config, state, suite.tasks, models, envs, notify)
 
     @classmethod
     def resume(cls, state_path: Path, notify: Notify) -> Run:
@@ -131,26 +191,39 @@ class Run:
         if missing:
             raise UserError(f"tasks of this run are gone from the suite: {', '.join(missing)}", path=config.suite)
         tasks = [by_id[t] for t in config.task_ids]
-        runner = create_model_runner(parse_model(config.model))
+        models = ModelPlan(model_config_for(config.model, config.model_settings), config.model_settings)
         envs = EnvironmentFactory()
         envs.preflight(tasks)
-        runner.preflight()
+        models.preflight(tasks)
         removed = envs.cleanup_run(config.run_id)
         if removed:
             notify(f"removed {removed} container(s) left behind by the interrupted run")
+        if (run_dir / STOP_FILE).exists():
+            (run_dir / STOP_FILE).unlink()
+            notify(f"removed {run_dir / STOP_FILE} left by the previous stop")
         state.resumes += 1
         state.status = "running"
         state.save(run_dir)
-        return cls(run_dir, config, state, tasks, runner, envs, notify)
+        return cls(run_dir, config, state, tasks, models, envs, notify)
 
     # ------------------------------------------------------------------ the loop
 
-    def execute(self) -> RunState:
+    def execute(self, stop_after_iteration: int | None = None) -> RunState:
+        """Run every unfinished iteration in order. Stops early (state `stopped`, resumable) when asked to."""
         try:
             for it in self.state.iterations:
-                if it.status != "done":
-                    self._run_iteration(it)
-            self.state.status = "completed"
+                if it.status == "done":
+                    continue
+                if self.stop.reason:
+                    break
+                if not self._run_iteration(it):
+                    break  # stopped inside the iteration
+                if stop_after_iteration is not None and it.iteration >= stop_after_iteration:
+                    self.stop.request(f"--stop-after-iteration {stop_after_iteration} reached")
+                if (self.dir / STOP_FILE).exists():
+                    self.stop.request(f"{self.dir / STOP_FILE} found")
+            done = all(it.status == "done" for it in self.state.iterations)
+            self.state.status = "completed" if done else "stopped"
         except BaseException:
             self.state.status = "interrupted"
             raise
@@ -159,51 +232,85 @@ class Run:
             self.write_summary()
         return self.state
 
-    def _run_iteration(self, it: IterationState) -> None:
-        n = self.config.iterations
-        self.notify(f"=== Iteration {it.iteration}/{n} ===")
+    def _run_iteration(self, it: IterationState) -> bool:
+        """Run the iteration's unfinished trials; True when it finished (False: stopped inside it)."""
+        self.notify(f"=== Iteration {it.iteration}/{self.config.iterations} ===")
         if it.started_at is None:
             it.started_at = utcnow()
         it.status = "running"
         self.state.save(self.dir)
-        for task in self.tasks:
-            ts = it.trials[task.id]
-            trial_dir = child_path(iteration_dir(self.dir, it.iteration), task.id)
-            if ts.status == "done" or (ts.status == "running" and self._committed(trial_dir)):
-                if ts.status != "done":  # killed after result.json was written, before state was
-                    ts.status, ts.outcome = "done", self._load_result(trial_dir).status
-                continue
-            if trial_dir.exists():  # an interrupted attempt: keep it aside for inspection, start clean
-                aside = iteration_dir(self.dir, it.iteration) / "_interrupted" / f"{trial_dir.name}.{ts.attempts}"
-                aside.parent.mkdir(parents=True, exist_ok=True)
-                shutil.rmtree(aside, ignore_errors=True)
-                trial_dir.rename(aside)
-            ts.status, ts.attempts = "running", ts.attempts + 1
-            ts.trial_dir = trial_dir.relative_to(self.dir).as_posix()
-            self.state.save(self.dir)
-            result = run_trial(
-                TrialSpec(
-                    task=task,
-                    run_id=self.config.run_id,
-                    iteration=it.iteration,
-                    trial_id=f"{self.config.run_id}-{it.iteration:03d}-{task.id}",
-                    trial_dir=trial_dir,
-                    run_dir=self.dir,
-                    model_label=self.config.model,
-                    default_timeout_sec=self.config.timeout_sec,
-                    max_turns=self.config.max_turns,
-                ),
-                self.runner,
-                self.envs.create,
-            )
-            result.attempts = ts.attempts
-            atomic_write_model(trial_dir / "result.json", result)  # the commit marker
-            ts.status, ts.outcome = "done", result.status
-            self.state.save(self.dir)
-            self._write_results(it, final=False)
-            extra = f" [{result.failure_mode}]" if result.failure_mode else ""
-            self.notify(f"  {task.id}: {result.status}{extra} ({result.duration_ms / 1000:.1f}s)")
+        pending = [task for task in self.tasks if not self._already_done(it, task)]
+        self.executor(self, it, pending)
+        if not all(ts.status == "done" for ts in it.trials.values()):
+            return False
         self._finish_iteration(it)
+        return True
+
+    def trial_dir(self, it: IterationState, task: Task) -> Path:
+        return child_path(iteration_dir(self.dir, it.iteration), task.id)
+
+    def _already_done(self, it: IterationState, task: Task) -> bool:
+        ts = it.trials[task.id]
+        if ts.status == "running" and self._committed(self.trial_dir(it, task)):
+            ts.status, ts.outcome = "done", self._load_result(self.trial_dir(it, task)).status  # killed after commit
+        return ts.status == "done"
+
+    def _move_aside(self, it: IterationState, trial_dir: Path, folder: str, n: int) -> None:
+        aside = iteration_dir(self.dir, it.iteration) / folder / f"{trial_dir.name}.{n}"
+        aside.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(aside, ignore_errors=True)
+        trial_dir.rename(aside)
+
+    def begin_trial(self, it: IterationState, task: Task) -> TrialSpec:
+        """Mark the trial running (state saved) and give it a clean folder; an interrupted attempt's folder is
+        kept aside under `_interrupted/` for inspection."""
+        ts = it.trials[task.id]
+        trial_dir = self.trial_dir(it, task)
+        if trial_dir.exists():
+            self._move_aside(it, trial_dir, "_interrupted", ts.attempts)
+        ts.status, ts.attempts = "running", ts.attempts + 1
+        ts.trial_dir = trial_dir.relative_to(self.dir).as_posix()
+        self.state.save(self.dir)
+        return TrialSpec(
+            task=task,
+            run_id=self.config.run_id,
+            iteration=it.iteration,
+            trial_id=f"{self.config.run_id}-{it.iteration:03d}-{task.id}",
+            trial_dir=trial_dir,
+            run_dir=self.dir,
+            model_label=self.models.choose(it.iteration, task.id).label,
+            default_timeout_sec=self.config.timeout_sec,
+            max_turns=self.config.max_turns,
+        )
+
+    def finish_trial(self, it: IterationState, task: Task, result: TrialResult) -> bool:
+        """Commit `result`, or — for an infra error with retries left — set the attempt aside under `_retries/`
+        and leave the trial pending. Returns True when committed."""
+        ts = it.trials[task.id]
+        trial_dir = self.trial_dir(it, task)
+        if result.failure_mode == FailureMode.INFRA_ERROR and ts.retries < self.config.max_retries:
+            ts.retries += 1
+            if trial_dir.exists():
+                self._move_aside(it, trial_dir, "_retries", ts.retries)
+            ts.status = "pending"
+            self.state.save(self.dir)
+            self.notify(
+                f"  {task.id}: infra error, retry {ts.retries}/{self.config.max_retries}: {result.error_message}"
+            )
+            return False
+        result.attempts, result.retries = ts.attempts, ts.retries
+        atomic_write_model(trial_dir / "result.json", result)  # the commit marker
+        ts.status, ts.outcome = "done", result.status
+        self.state.save(self.dir)
+        self._write_results(it, final=False)
+        extra = f" [{result.failure_mode}]" if result.failure_mode else ""
+        self.notify(f"  {task.id}: {result.status}{extra} ({result.duration_ms / 1000:.1f}s)")
+        return True
+
+    def retry_delay(self, it: IterationState, task: Task) -> float:
+        """Exponential backoff for the next attempt of an infra-failed trial, capped at 60 s."""
+        n = it.trials[task.id].retries
+        return 0.0 if n == 0 else min(60.0, self.config.retry_backoff_sec * 2 ** (n - 1))
 
     @staticmethod
     def _committed(trial_dir: Path) -> bool:
@@ -262,6 +369,7 @@ class Run:
                 status=episode_status(results.summary.pass_rate),
                 summary=EpisodeSummary.of(results.summary),
                 results_path=str(iteration_dir(self.dir, it.iteration) / "results.json"),
+                by_model={k: EpisodeModelSummary(**v.model_dump()) for k, v in results.summary.by_model.items()},
             )
         )
         it.episode_id, it.status = episode_id, "done"
@@ -294,4 +402,4 @@ class Run:
             if path.is_file():
                 deltas.append(IterationDelta.model_validate_json(path.read_text()))
         atomic_write_model(self.dir / "summary.json", summary)
-        atomic_write_text(self.dir / "report.md", render_markdown(summary, deltas))
+        write_reports(self.dir, summary, deltas, iterations)  # report.md and report.html

@@ -11,6 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
+from tbench.agents.model_adapter import ModelSettings
 from tbench.bench.tasks import Outcome, utcnow
 from tbench.errors import UserError
 from tbench.fsutil import atomic_write_model
@@ -38,6 +39,13 @@ class RunConfig(BaseModel):
     max_turns: int | None = None
     output: str
     project_root: str
+    model_settings: ModelSettings = Field(default_factory=ModelSettings)
+    """Endpoints, model options, validation rate and seed (never keys or tokens)."""
+    runner: Literal["iterate", "overnight"] = "iterate"
+    workers: int | Literal["auto"] = 1
+    max_retries: int = Field(default=0, ge=0)
+    """Infra-error retries per trial; agent failures and timeouts are never retried."""
+    retry_backoff_sec: float = Field(default=5.0, ge=0)
 
 
 TrialStatus = Literal["pending", "running", "done"]
@@ -47,6 +55,8 @@ class TrialState(BaseModel):
     status: TrialStatus = "pending"
     attempts: int = 0
     """Times the trial was started; more than one means an earlier start was interrupted."""
+    retries: int = 0
+    """Attempts set aside after an infra error."""
     outcome: Outcome | None = None
     trial_dir: str | None = None
 
@@ -63,7 +73,7 @@ class IterationState(BaseModel):
 class RunState(BaseModel):
     schema_version: int = 1
     run_id: str
-    status: Literal["running", "interrupted", "completed"] = "running"
+    status: Literal["running", "interrupted", "stopped", "completed"] = "running"
     started_at: str
     updated_at: str
     resumes: int = 0

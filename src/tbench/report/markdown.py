@@ -33,6 +33,19 @@ def render_markdown(summary: RunSummary, deltas: list[IterationDelta]) -> str:
             f"| {line.iteration} | {line.pass_rate:.1%} | {line.passed}/{line.total} | {line.timeout} | "
             f"{line.error} | {line.infra_errors} | {line.avg_duration_ms / 1000:.1f}s |"
         )
+    if len(s.by_model) > 1:
+        out += [
+            "",
+            "## By model",
+            "",
+            "| model | trials | passed | infra | pass rate | tokens | cost |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for name, m in s.by_model.items():
+            out.append(
+                f"| {name} | {m.total} | {m.passed} | {m.infra_errors} | {m.pass_rate:.1%} | {m.total_tokens} | "
+                f"${m.total_cost_usd:.4f} |"
+            )
     if deltas:
         out += ["", "## Changes between iterations", ""]
         for d in deltas:

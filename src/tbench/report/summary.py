@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from tbench.bench.tasks import Outcome, TerminalBenchResults, TrialResult
+from tbench.bench.tasks import ModelSummary, Outcome, TerminalBenchResults, TrialResult, summarize_by_model
 from tbench.errors import FailureMode
 
 Change = Literal["improved", "regressed", "unchanged"]
@@ -103,6 +103,8 @@ class RunSummary(BaseModel):
     total_cost_usd: float
     tasks: list[TaskLine]
     flaky_tasks: list[str]
+    by_model: dict[str, ModelSummary] = Field(default_factory=dict)
+    """Pass rates per model over the whole run (several with --claude-validation-rate)."""
 
 
 def summarize_run(
@@ -161,4 +163,5 @@ def summarize_run(
         total_cost_usd=round(sum(it.summary.total_cost_usd for it in iterations), 6),
         tasks=tasks,
         flaky_tasks=[t.task_id for t in tasks if t.flaky],
+        by_model=summarize_by_model([r for it in iterations for r in it.results]),
     )

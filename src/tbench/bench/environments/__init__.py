@@ -45,3 +45,11 @@ class EnvironmentFactory:
         from tbench.bench.environments.docker import remove_run_containers
 
         return remove_run_containers(self._client, run_id)
+
+    def cleanup_trial(self, trial_id: str) -> int:
+        """Remove the containers of one trial whose worker was killed; 0 when no engine is in use."""
+        if self._client is None:
+            return 0
+        from tbench.bench.environments.docker import LABEL_TRIAL, remove_labelled
+
+        return remove_labelled(self._client, f"{LABEL_TRIAL}={trial_id}")

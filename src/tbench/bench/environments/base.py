@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -30,6 +31,22 @@ class TrialLabels:
     task_id: str
 
 
+OutputHook = Callable[[bytes], None]
+
+
+@dataclass(frozen=True)
+class AgentNeeds:
+    """What an agent asks of its environment before it starts. Generic on purpose, so `bench/` never knows
+    which agent asked: a read-only file from the host (e.g. the `claude` binary), the host's network (to reach
+    a model endpoint on the host's loopback), or consent to run confined commands bare where no sandbox exists
+    (`--unsafe-host-agent`)."""
+
+    ro_mounts: tuple[tuple[str, str], ...] = ()
+    """(host path, path inside the environment) pairs, mounted read-only. Container environments only."""
+    host_network: bool = False
+    allow_unconfined: bool = False
+
+
 class Environment(ABC):
     """A fresh place for one trial. `start` may raise `BuildError` / `InfraError`; `stop` never raises."""
 
@@ -38,6 +55,11 @@ class Environment(ABC):
         self.labels = labels
         self.trial_dir = trial_dir
         self.workdir = "/"
+        self.needs = AgentNeeds()
+
+    def prepare(self, needs: AgentNeeds) -> None:
+        """Record what the agent needs; called once, before `start`."""
+        self.needs = needs
 
     @abstractmethod
     def start(self) -> None: ...
@@ -50,8 +72,14 @@ class Environment(ABC):
         timeout_sec: float,
         env: dict[str, str] | None = None,
         log_path: Path | None = None,
+        confined: bool = False,
+        on_output: OutputHook | None = None,
     ) -> ExecResult:
-        """Run a shell command in `workdir`, killing it (and its children) at `timeout_sec`."""
+        """Run a shell command in `workdir`, killing it (and its children) at `timeout_sec`.
+
+        `confined`: the command is an agent's — it must not touch anything outside the trial's own place (a
+        container always is; a host workspace needs a sandbox). `on_output` sees every chunk as it arrives,
+        e.g. to parse or redact a stream before anything reaches the disk."""
 
     @abstractmethod
     def copy_in(self, copy: FileCopy) -> None: ...
@@ -75,15 +103,18 @@ class Environment(ABC):
 class OutputSink:
     """Collects a command's output: everything to an optional log file, a bounded tail in memory."""
 
-    def __init__(self, log_path: Path | None, keep_bytes: int = 1 << 20) -> None:
+    def __init__(self, log_path: Path | None, keep_bytes: int = 1 << 20, on_chunk: OutputHook | None = None) -> None:
         self.keep = keep_bytes
         self.buf = bytearray()
         self.fh = None
+        self.on_chunk = on_chunk
         if log_path is not None:
             log_path.parent.mkdir(parents=True, exist_ok=True)
             self.fh = log_path.open("ab")
 
     def write(self, chunk: bytes) -> None:
+        if self.on_chunk is not None:
+            self.on_chunk(chunk)
         if self.fh is not None:
             self.fh.write(chunk)
             self.fh.flush()

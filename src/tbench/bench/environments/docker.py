@@ -24,7 +24,7 @@ import docker.errors
 import docker.utils
 from filelock import FileLock
 
-from tbench.bench.environments.base import Environment, ExecResult, OutputSink, TrialLabels, ms_since
+from tbench.bench.environments.base import Environment, ExecResult, OutputHook, OutputSink, TrialLabels, ms_since
 from tbench.bench.tasks import EnvironmentSpec, FileCopy, Task
 from tbench.errors import BuildError, InfraError, UserError
 from tbench.fsutil import safe_name
@@ -40,6 +40,10 @@ _WRAP = (
     "if command -v setsid >/dev/null 2>&1; then "
     'exec setsid -w sh -c \'echo $$ > "$0"; exec sh -c "$1"\' "$p" "$c"; fi; '
     'echo $$ > "$p"; exec sh -c "$c"'
+)
+# OOM-kill counters of the container's memory cgroup (v1: memory.oom_control; v2: memory.events).
+_OOM_PROBE = (
+    "sed -n 's/^oom_kill //p' /sys/fs/cgroup/memory/memory.oom_control /sys/fs/cgroup/memory.events 2>/dev/null"
 )
 _KILL = 'g=$(cat "$1" 2>/dev/null) && { kill -9 "-$g" 2>/dev/null || kill -9 "$g"; }; rm -f "$1"'
 
@@ -153,14 +157,19 @@ def resolve_image(client: docker.DockerClient, task: Task, log_path: Path) -> st
     return build_image(client, task, log_path)
 
 
-def remove_run_containers(client: docker.DockerClient, run_id: str) -> int:
-    """Remove every container a run left behind (after kill -9). Returns how many were removed."""
+def remove_labelled(client: docker.DockerClient, label: str) -> int:
+    """Remove every container carrying `label` ("key=value"). Returns how many were removed."""
     removed = 0
-    for container in client.containers.list(all=True, filters={"label": f"{LABEL_RUN}={run_id}"}):
+    for container in client.containers.list(all=True, filters={"label": label}):
         with contextlib.suppress(docker.errors.NotFound):
             container.remove(force=True)
             removed += 1
     return removed
+
+
+def remove_run_containers(client: docker.DockerClient, run_id: str) -> int:
+    """Remove every container a run left behind (after kill -9)."""
+    return remove_labelled(client, f"{LABEL_RUN}={run_id}")
 
 
 def _tar_of(copy: FileCopy) -> bytes:
@@ -193,8 +202,12 @@ class DockerEnvironment(Environment):
             "environment": dict(spec.env),
             "name": f"tbench-{safe_name(self.labels.trial_id)[:60]}-{uuid.uuid4().hex[:6]}",
         }
-        if spec.network_mode == "no-network":
+        if self.needs.host_network:  # the agent's model endpoint is on the host's loopback
+            kwargs["network_mode"] = "host"
+        elif spec.network_mode == "no-network":
             kwargs["network_mode"] = "none"
+        if self.needs.ro_mounts:
+            kwargs["volumes"] = {host: {"bind": inside, "mode": "ro"} for host, inside in self.needs.ro_mounts}
         if spec.cpus:
             kwargs["nano_cpus"] = int(spec.cpus * 1e9)
         if spec.memory_mb:
@@ -215,6 +228,8 @@ class DockerEnvironment(Environment):
         timeout_sec: float,
         env: dict[str, str] | None = None,
         log_path: Path | None = None,
+        confined: bool = False,  # a container is the confinement
+        on_output: OutputHook | None = None,
     ) -> ExecResult:
         t0 = time.monotonic()
         api = self.client.api
@@ -231,7 +246,7 @@ class DockerEnvironment(Environment):
             stream = api.exec_start(exec_id, stream=True, demux=False)
         except docker.errors.DockerException as exc:
             raise InfraError(f"exec failed: {exc}") from exc
-        sink = OutputSink(log_path)
+        sink = OutputSink(log_path, on_chunk=on_output)
 
         def pump() -> None:
             with contextlib.suppress(Exception):
@@ -262,7 +277,24 @@ class DockerEnvironment(Environment):
         with contextlib.suppress(Exception):
             stream.close()
         exit_code = None if timed_out else self._exit_code(exec_id)
+        if exit_code == 137:  # SIGKILL: the memory limit, or the container itself went away
+            self._raise_if_killed_by_infra()
         return ExecResult(exit_code=exit_code, output=sink.close(), timed_out=timed_out, duration_ms=ms_since(t0))
+
+    def _raise_if_killed_by_infra(self) -> None:
+        """An OOM kill or a dead container says nothing about the agent: raise InfraError (retried)."""
+        try:
+            self.container.reload()
+        except docker.errors.DockerException as exc:
+            raise InfraError(f"container vanished: {exc}") from exc
+        state = self.container.attrs.get("State", {})
+        if state.get("Status") != "running":
+            raise InfraError(f"container stopped (status {state.get('Status')}, OOMKilled={state.get('OOMKilled')})")
+        probe = self.container.exec_run(["sh", "-c", _OOM_PROBE])
+        counts = [int(n) for n in probe.output.decode(errors="replace").split() if n.isdigit()]
+        if counts and max(counts) > 0:
+            limit = self.task.environment.memory_mb
+            raise InfraError(f"out of memory: the kernel killed a process (memory limit {limit or '?'} MB)")
 
     def _exec_running(self, exec_id: str) -> bool:
         try:

@@ -1,18 +1,83 @@
-"""A fresh workspace folder on the host per trial, for seed-JSON tasks that name no container."""
+"""A fresh workspace folder on the host per trial, for seed-JSON tasks that name no container.
+
+An agent's commands (`exec(confined=True)`) run under bubblewrap: the whole host read-only, the workspace
+writable, a private /tmp and process namespace, credentials dropped from the environment. The task's own
+commands (setup, tests, the oracle's reference solution) run as the suite wrote them.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shutil
 import signal
 import subprocess
+import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-from tbench.bench.environments.base import Environment, ExecResult, OutputSink, ms_since
+from tbench.bench.environments.base import Environment, ExecResult, OutputHook, OutputSink, ms_since
+from tbench.bench.environments.worktree import add_worktree, remove_worktree
 from tbench.bench.tasks import FileCopy
+from tbench.errors import InfraError, TrialError
+from tbench.proc import die_with_parent
+from tbench.secrets import without_secrets
+
+#: Path of the bubblewrap binary; empty disables confinement (then model agents need --unsafe-host-agent).
+BWRAP_ENV = "TBENCH_BWRAP"
+
+
+@dataclass(frozen=True)
+class Confinement:
+    bwrap: str | None
+    """A bubblewrap that works on this machine, or None."""
+    reason: str = ""
+    """Why there is none."""
+
+    @property
+    def available(self) -> bool:
+        return self.bwrap is not None
+
+
+def confinement() -> Confinement:
+    """Whether agent commands can be confined on this host (probed once per configured binary)."""
+    return _probe(os.environ.get(BWRAP_ENV))
+
+
+@functools.cache
+def _probe(configured: str | None) -> Confinement:
+    if configured == "":
+        return Confinement(None, f"confinement is switched off ({BWRAP_ENV} is empty)")
+    path = configured or shutil.which("bwrap")
+    if not path:
+        return Confinement(None, "bubblewrap (bwrap) is not installed; on Debian/Ubuntu: apt-get install bubblewrap")
+    try:
+        with tempfile.TemporaryDirectory(prefix="tbench-bwrap-probe-") as ws:  # the same mounts a trial gets
+            probe = subprocess.run(
+                [path, *_bwrap_args(ws, ws), "touch", "inside"], capture_output=True, text=True, timeout=20, check=False
+            )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return Confinement(None, f"{path} cannot run: {exc}")
+    if probe.returncode != 0:
+        why = (probe.stderr.strip().splitlines() or [f"exit {probe.returncode}"])[-1]
+        return Confinement(None, f"{path} does not work here ({why}); user namespaces may be disabled")
+    return Confinement(path)
+
+
+def _bwrap_args(workspace: str, chdir: str) -> list[str]:
+    return [
+        "--ro-bind", "/", "/",
+        "--tmpfs", "/tmp",
+        "--bind", workspace, workspace,
+        "--dev", "/dev",
+        "--proc", "/proc",
+        "--unshare-pid",
+        "--die-with-parent",
+        "--chdir", chdir,
+    ]  # fmt: skip
 
 
 class LocalEnvironment(Environment):
@@ -24,7 +89,12 @@ class LocalEnvironment(Environment):
         self.workspace = self.trial_dir / "workspace"
         if self.workspace.exists():
             shutil.rmtree(self.workspace)
-        self.workspace.mkdir(parents=True)
+        self._repo: Path | None = None
+        if self.task.repository:  # a git worktree per trial, removed in stop()
+            self.workspace.parent.mkdir(parents=True, exist_ok=True)
+            self._repo = add_worktree(self.task.repository, self.task.branch, self.workspace)
+        else:
+            self.workspace.mkdir(parents=True)
         self.workdir = str(self.workspace)
 
     def _host_path(self, path: str) -> Path:
@@ -40,19 +110,32 @@ class LocalEnvironment(Environment):
         timeout_sec: float,
         env: dict[str, str] | None = None,
         log_path: Path | None = None,
+        confined: bool = False,
+        on_output: OutputHook | None = None,
     ) -> ExecResult:
         t0 = time.monotonic()
+        argv = ["bash", "-c", command]
+        inherited: dict[str, str] = dict(os.environ)
+        if confined:
+            inherited = without_secrets(inherited)
+            jail = confinement()
+            if jail.bwrap is not None:
+                ws = str(self.workspace.resolve())
+                argv = [jail.bwrap, *_bwrap_args(ws, ws), *argv]
+            elif not self.needs.allow_unconfined:
+                raise InfraError(f"refusing to run an agent command unconfined on the host: {jail.reason}")
         proc = subprocess.Popen(
-            ["bash", "-c", command],
+            argv,
             cwd=self.workspace,
-            env={**os.environ, **(env or {})},
+            env={**inherited, **(env or {})},
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=die_with_parent,  # a killed worker takes its host commands with it
         )
         self._live.add(proc.pid)
-        sink = OutputSink(log_path)
+        sink = OutputSink(log_path, on_chunk=on_output)
         assert proc.stdout is not None
         stdout = proc.stdout
 
@@ -102,7 +185,13 @@ class LocalEnvironment(Environment):
         return True
 
     def stop(self) -> None:
-        """Kill what is still running (an agent thread cut short by Ctrl-C); the workspace stays for inspection."""
+        """Kill what is still running (an agent thread cut short by Ctrl-C). A plain workspace stays for
+        inspection; a git worktree is removed so the repository does not collect stale entries."""
         for pgid in list(getattr(self, "_live", ())):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pgid, signal.SIGKILL)
+        repo = getattr(self, "_repo", None)
+        if repo is not None:
+            self._repo = None
+            with contextlib.suppress(TrialError):
+                remove_worktree(repo, self.workspace)

@@ -118,9 +118,17 @@ def _seed_task(t: SeedTask, path: Path, index: int) -> Task:
         setup=list(t.setup),
         hints=list(t.hints),
         files_to_modify=list(t.files_to_modify),
-        repository=t.repository,
+        repository=_repository(t.repository, path),
         branch=t.branch,
     )
+
+
+def _repository(value: str | None, suite_path: Path) -> str | None:
+    """A relative repository path is relative to the suite file; anything else (a URL) is kept as it is."""
+    if value is None or "://" in value or value.startswith("git@"):
+        return value
+    local = Path(value).expanduser()
+    return str(local if local.is_absolute() else (suite_path.parent / local).resolve())
 
 
 def load_seed_suite(path: Path) -> Suite:

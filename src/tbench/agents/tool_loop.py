@@ -1,0 +1,252 @@
+"""The tool-calling agent loop, written once for every chat-API model.
+
+A turn: fit the history into the context, ask the model (through a `ChatTransport`), keep its reply — tool
+calls included — in the history, run each tool call in the trial's environment, and send each result back
+with its tool's name. The loop ends when the model answers without a tool call, at the turn cap, or at the
+task's deadline. Subclasses only say which transport to use (`OllamaAgent`; an OpenAI-compatible agent can
+be another ten lines).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from abc import abstractmethod
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from tbench.agents.base import AgentContext, AgentNeeds, AgentResult, ModelRunner, require_confinement
+from tbench.agents.prompts import tool_agent_system_prompt
+from tbench.agents.tools import Toolbox, clip
+from tbench.agents.trajectory import Step, StopReason, ToolCallRecord, ToolResultRecord, TrajectoryRecorder
+from tbench.bench.environments.base import Environment
+from tbench.bench.tasks import Task, Tokens, utcnow
+from tbench.errors import FailureMode, InfraError, UserError
+from tbench.llm.chat import ChatMessage, ChatReply, ChatTransport, DeadlineExceeded
+from tbench.secrets import Redactor
+
+if TYPE_CHECKING:
+    from tbench.agents.model_adapter import ModelConfig
+
+#: Rough characters per token, on the safe side for code and logs; used only to decide when to trim.
+CHARS_PER_TOKEN = 3.0
+#: Tokens kept free for the model's answer when `num_predict` is not set.
+ANSWER_RESERVE_TOKENS = 4096
+#: The newest tool results are never emptied, only shortened if nothing else is left to trim.
+KEEP_RECENT_RESULTS = 2
+TRIMMED = "[trimmed]"
+
+
+def _size(m: ChatMessage) -> int:
+    size = len(m.content) + 16
+    for call in m.tool_calls:
+        size += len(call.name) + len(json.dumps(call.arguments, ensure_ascii=False)) + 16
+    return size
+
+
+def fit_context(messages: list[ChatMessage], budget_chars: int) -> int:
+    """Trim old tool traffic, oldest first, until the history fits; returns how many parts were trimmed.
+
+    Trimming goes down to 3/4 of the budget, so it happens rarely (each trim invalidates the server's prompt
+    cache from that point on). The system prompt and the task are never touched."""
+    total = sum(_size(m) for m in messages)
+    if total <= budget_chars:
+        return 0
+    target = int(budget_chars * 0.75)
+    results = [i for i, m in enumerate(messages) if m.role == "tool"]
+    protected = set(results[-KEEP_RECENT_RESULTS:])
+    last_assistant = max((i for i, m in enumerate(messages) if m.role == "assistant"), default=-1)
+    trimmed = 0
+    for i, m in enumerate(messages):
+        if total <= target:
+            break
+        if m.role == "tool" and i not in protected and not m.content.startswith(TRIMMED):
+            before = _size(m)
+            m.content = f"{TRIMMED} {m.tool_name or 'tool'} output removed to fit the context ({len(m.content)} chars)"
+            total -= before - _size(m)
+            trimmed += 1
+        elif m.role == "assistant" and i != last_assistant:
+            before = _size(m)
+            if _shrink_arguments(m):
+                total -= before - _size(m)
+                trimmed += 1
+    if total > budget_chars:  # still too big: shorten what is left, newest results included
+        for i in sorted(protected):
+            m = messages[i]
+            keep = max(500, len(m.content) // 4)
+            if len(m.content) > keep + 100:
+                before = _size(m)
+                m.content = clip(m.content, keep) + f"\n{TRIMMED} (cut to fit the context)"
+                total -= before - _size(m)
+                trimmed += 1
+    return trimmed
+
+
+def _shrink_arguments(m: ChatMessage) -> bool:
+    """Long string arguments (a write_file's content) of an old call are replaced by their length."""
+    changed = False
+    for call in m.tool_calls:
+        for key, value in call.arguments.items():
+            if isinstance(value, str) and len(value) > 400 and not value.startswith(TRIMMED):
+                call.arguments[key] = f"{TRIMMED} {len(value)} chars"
+                changed = True
+    return changed
+
+
+class ToolLoopAgent(ModelRunner):
+    """A chat model driving shell/read_file/write_file tools in the trial's environment."""
+
+    name = "tool-loop"
+    raw_output_file = "chat.jsonl"
+
+    def __init__(self, config: ModelConfig) -> None:
+        self.config = config
+        self._transport: ChatTransport | None = None
+        self._described = False
+        self._lock = threading.Lock()
+
+    @abstractmethod
+    def make_transport(self) -> ChatTransport: ...
+
+    @property
+    def transport(self) -> ChatTransport:
+        if self._transport is None:
+            self._transport = self.make_transport()
+        return self._transport
+
+    @property
+    def num_ctx(self) -> int:
+        return int(getattr(self.transport, "num_ctx", self.config.options.num_ctx))
+
+    def preflight(self, tasks: Sequence[Task] = ()) -> None:
+        require_confinement(self.name, tasks, unsafe=self.config.unsafe_host_agent)
+        self.transport.preflight()
+        self._described = True
+
+    def _describe(self) -> None:
+        """A runner built without a preflight (a worker process) still learns the model's context size once; a
+        server that has gone away since the run started is an infra error."""
+        with self._lock:
+            if self._described:
+                return
+            try:
+                self.transport.preflight()
+            except UserError as exc:
+                raise InfraError(str(exc)) from None
+            self._described = True
+
+    def environment_needs(self, task: Task) -> AgentNeeds:
+        return AgentNeeds(allow_unconfined=self.config.unsafe_host_agent)
+
+    def context_budget_chars(self) -> int:
+        reserve = self.config.options.num_predict or ANSWER_RESERVE_TOKENS
+        tokens = max(1024, self.num_ctx - min(reserve, self.num_ctx // 2))
+        return int(tokens * CHARS_PER_TOKEN)
+
+    def run_task(self, task: Task, env: Environment, ctx: AgentContext) -> AgentResult:
+        self._describe()
+        return _Episode(self, task, env, ctx).run()
+
+
+class _Episode:
+    """One task, one conversation."""
+
+    def __init__(self, agent: ToolLoopAgent, task: Task, env: Environment, ctx: AgentContext) -> None:
+        self.agent = agent
+        self.ctx = ctx
+        self.deadline = time.monotonic() + ctx.timeout_sec
+        self.tools = Toolbox(env, deadline=self.deadline)
+        self.redact = Redactor()
+        system = tool_agent_system_prompt(env.workdir, ctx.system_prompt_append)
+        self.messages = [ChatMessage(role="system", content=system), ChatMessage(role="user", content=ctx.instruction)]
+        self.raw_path: Path = ctx.logs_dir / agent.raw_output_file
+        self.trajectory = TrajectoryRecorder(
+            ctx.logs_dir,
+            agent=agent.name,
+            model=agent.config.label,
+            task_id=task.id,
+            instruction=ctx.instruction,
+            system_prompt=system,
+            raw_output=agent.raw_output_file,
+            redact=self.redact,
+        )
+        self.tokens = Tokens()
+        self.turns = 0
+
+    def run(self) -> AgentResult:
+        budget = self.agent.context_budget_chars()
+        max_turns = self.ctx.max_turns
+        try:
+            while True:
+                if max_turns is not None and self.turns >= max_turns:
+                    return self._end("max_turns", FailureMode.AGENT_ERROR, f"stopped at the turn cap ({max_turns})")
+                if time.monotonic() >= self.deadline:
+                    return self._end("timeout", error=f"ran out of time ({self.ctx.timeout_sec:g}s)")
+                fit_context(self.messages, budget)
+                step = self.trajectory.step()
+                reply = self.agent.transport.chat(self.messages, self.tools.specs, deadline=self.deadline)
+                self.turns += 1
+                self._record_reply(step, reply)
+                self.messages.append(reply.message)
+                if not reply.message.tool_calls:
+                    step.finished_at = utcnow()
+                    return self._end("completed")
+                for call in reply.message.tool_calls:
+                    outcome = self.tools.run(call)
+                    self.messages.append(
+                        ChatMessage(role="tool", content=outcome.text, tool_name=call.name, tool_call_id=call.id)
+                    )
+                    step.tool_results.append(
+                        ToolResultRecord(
+                            call_id=call.id,
+                            name=call.name,
+                            output=outcome.text,
+                            is_error=outcome.is_error,
+                            exit_code=outcome.exit_code,
+                            duration_ms=outcome.duration_ms,
+                        )
+                    )
+                step.finished_at = utcnow()
+                self.trajectory.save()
+        except DeadlineExceeded as exc:
+            return self._end("timeout", error=str(exc))
+        except InfraError as exc:
+            return self._end("infra_error", FailureMode.INFRA_ERROR, str(exc))
+
+    def _record_reply(self, step: Step, reply: ChatReply) -> None:
+        t = reply.tokens
+        self.tokens = Tokens(input=self.tokens.input + t.input, output=self.tokens.output + t.output)
+        msg = reply.message
+        step.assistant_text = msg.content
+        step.thinking = msg.thinking
+        step.tool_calls = [ToolCallRecord(id=c.id, name=c.name, arguments=dict(c.arguments)) for c in msg.tool_calls]
+        step.tokens = reply.tokens
+        step.model_ms = reply.wall_ms
+        step.server_ms = reply.server_ms
+        line = {
+            "turn": self.turns,
+            "at": utcnow(),
+            "content": msg.content,
+            "thinking": msg.thinking,
+            "tool_calls": [{"name": c.name, "arguments": c.arguments} for c in msg.tool_calls],
+            "done_reason": reply.done_reason,
+            "tokens": reply.tokens.model_dump(),
+            "wall_ms": reply.wall_ms,
+            "server_ms": reply.server_ms,
+        }
+        with self.raw_path.open("a", encoding="utf-8") as fh:
+            fh.write(self.redact(json.dumps(line, ensure_ascii=False)) + "\n")
+
+    def _end(self, reason: StopReason, mode: FailureMode | None = None, error: str | None = None) -> AgentResult:
+        error = self.redact(error) if error else None
+        self.trajectory.finish(reason, turns=self.turns, tokens=self.tokens, error=error)
+        return AgentResult(
+            turns=self.turns,
+            tokens=self.tokens,
+            cost_usd=None,
+            timed_out=reason == "timeout",
+            failure_mode=mode,
+            error=error,
+        )

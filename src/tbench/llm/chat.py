@@ -1,0 +1,107 @@
+"""What the tool-calling loop and a model server say to each other, independent of the wire protocol.
+
+The loop (`agents/tool_loop.py`) speaks only these types; a transport (`llm/ollama.py` today, an
+OpenAI-compatible one later) maps them to its requests, retries what is worth retrying, and raises
+`InfraError` when the server stays broken — so adding a protocol never means copying the loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from tbench.bench.tasks import Tokens
+
+
+class ChatOptions(BaseModel):
+    """Model-call settings (`--model-option KEY=VALUE`), stored in config.json so a resume runs the same way."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    num_ctx: int = Field(default=32768, ge=512)
+    """Context window asked of the server. Ollama's own default (2-4k on small GPUs) is far too small for an
+    agent; capped at the model's trained context when the server reports it."""
+    temperature: float | None = Field(default=None, ge=0)
+    seed: int | None = None
+    """Sampler seed; defaults to `--seed` when that is given."""
+    keep_alive: str | None = None
+    """How long the server keeps the model loaded after a call ("30m", "-1" = forever); server default if unset."""
+    num_predict: int | None = Field(default=None, ge=1)
+    """Cap on tokens generated per turn."""
+    think: bool | None = None
+    """Ask a thinking-capable model to think (True) or not (False); the model's default if unset."""
+    request_timeout_sec: float = Field(default=300.0, gt=0)
+    """Longest silence from the server inside one call (connect, first token, between chunks). Loading a big
+    model counts, so keep it generous."""
+    retries: int = Field(default=3, ge=0, le=20)
+    """Retries of one call after a connection error, a 5xx, a mid-stream error or a stall."""
+    retry_backoff_sec: float = Field(default=2.0, ge=0)
+    """First retry delay; doubles each retry."""
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    name: str
+    description: str
+    parameters: dict[str, Any]
+    """JSON schema of the arguments object."""
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    name: str
+    arguments: dict[str, Any]
+    id: str | None = None
+    """Protocols that pair calls and results by id keep it; Ollama pairs them by order and `tool_name`."""
+
+
+@dataclass
+class ChatMessage:
+    role: str
+    """system | user | assistant | tool"""
+    content: str = ""
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    tool_name: str | None = None
+    """On a tool result: the tool it answers."""
+    tool_call_id: str | None = None
+    thinking: str | None = None
+
+
+@dataclass
+class ChatReply:
+    message: ChatMessage
+    tokens: Tokens
+    done_reason: str | None = None
+    wall_ms: int = 0
+    """Time the call took as seen by the agent (transfer included)."""
+    server_ms: int | None = None
+    """Time the server says it spent (Ollama: total_duration) — the model's own time."""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    context_length: int | None = None
+    capabilities: tuple[str, ...] = ()
+
+
+class DeadlineExceeded(Exception):
+    """The task's time ran out while waiting for the model."""
+
+
+class ChatTransport(Protocol):
+    """One model on one server. Must be safe to call from several threads at once (parallel trials)."""
+
+    label: str
+
+    def preflight(self) -> ModelInfo:
+        """Raise UserError (one clear line) when the server is unreachable or the model unusable."""
+        ...
+
+    def chat(self, messages: Sequence[ChatMessage], tools: Sequence[ToolSpec], *, deadline: float) -> ChatReply:
+        """One model turn. Raises InfraError when retries are spent, DeadlineExceeded past `deadline`
+        (a `time.monotonic()` value)."""
+        ...

@@ -1,0 +1,232 @@
+"""`report.html`: one self-contained file (plotly.js inlined, no network) rendered from a `Report`.
+
+Charts come from plotly, the page from a jinja2 template with autoescaping; nothing here computes a
+statistic, it only lays out what `run_report.build_report` measured.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+
+import numpy as np
+import plotly.graph_objects as go
+from jinja2 import Environment, PackageLoader, select_autoescape
+from markupsafe import Markup, escape
+from plotly.colors import qualitative
+from plotly.offline import get_plotlyjs
+
+from tbench.report.run_report import Report, TrialView
+from tbench.report.stats import IterationStat
+
+_PLOT_CONFIG = {"displaylogo": False, "responsive": True}
+_PALETTE = qualitative.Plotly
+_LAYOUT = {
+    "height": 340,
+    "margin": {"l": 60, "r": 20, "t": 30, "b": 50},
+    "template": "plotly_white",
+    "legend": {"orientation": "h", "y": 1.12},
+    "hovermode": "x unified",
+}
+
+
+@cache
+def _env() -> Environment:
+    env = Environment(loader=PackageLoader("tbench.report", "templates"), autoescape=select_autoescape(["j2"]))
+    env.filters["pct"] = lambda x, digits=1: "—" if x is None else f"{x * 100:.{digits}f}%"
+    env.filters["pp"] = lambda x: "—" if x is None else f"{x * 100:+.1f} pp"
+    env.filters["money"] = lambda x, digits=4: "—" if x is None else f"${x:.{digits}f}"
+    env.filters["num"] = lambda x: "—" if x is None else f"{x:,.0f}"
+    env.filters["code"] = _code
+    return env
+
+
+def _code(text: str) -> Markup:
+    """Escape, then show `backticked` names (the reports share sentences with report.md) as <code>."""
+    return Markup(re.sub(r"`([^`]+)`", r"<code>\1</code>", str(escape(text))))
+
+
+@cache
+def _plotlyjs() -> Markup:
+    return Markup(get_plotlyjs())
+
+
+def _rgba(hex_colour: str, alpha: float) -> str:
+    r, g, b = (int(hex_colour[i : i + 2], 16) for i in (1, 3, 5))
+    return f"rgba({r},{g},{b},{alpha})"
+
+
+def _div(fig: go.Figure, div_id: str) -> Markup:
+    html = fig.to_html(full_html=False, include_plotlyjs=False, div_id=div_id, config=_PLOT_CONFIG)
+    return Markup(html)
+
+
+def trend_chart(report: Report) -> go.Figure:
+    """Pass rate per iteration with its Wilson band; one line per model in mixed runs; the baseline dashed."""
+    series: dict[str, list[IterationStat]] = report.model_iterations or {"all trials": report.stats.iterations}
+    fig = go.Figure()
+    for n, (name, its) in enumerate(series.items()):
+        its = [i for i in its if i.rate.rate is not None and i.rate.interval is not None]
+        colour = _PALETTE[n % len(_PALETTE)]
+        x = [i.iteration for i in its]
+        low = [i.rate.interval.low for i in its if i.rate.interval]
+        high = [i.rate.interval.high for i in its if i.rate.interval]
+        fig.add_trace(
+            go.Scatter(
+                x=x + x[::-1],
+                y=high + low[::-1],
+                fill="toself",
+                mode="lines",
+                fillcolor=_rgba(colour, 0.18),
+                line={"width": 0},
+                hoverinfo="skip",
+                name=f"{name} 95% CI",
+                showlegend=False,
+            )
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=x,
+                y=[i.rate.rate for i in its],
+                mode="lines+markers",
+                name=name,
+                line={"color": colour},
+                customdata=[[i.rate.passed, i.rate.graded, lo, hi] for i, lo, hi in zip(its, low, high, strict=True)],
+                hovertemplate="%{y:.1%} (%{customdata[0]}/%{customdata[1]}), "
+                "95% CI %{customdata[2]:.1%} to %{customdata[3]:.1%}<extra>" + name + "</extra>",
+            )
+        )
+    c = report.vs_baseline
+    if c is not None and c.rate_a is not None:
+        fig.add_hline(
+            y=c.rate_a,
+            line={"dash": "dash", "color": "#555"},
+            annotation_text=f"baseline {c.rate_a:.0%} ({c.label_a})",
+            annotation_position="bottom right",
+        )
+    fig.update_layout(
+        **_LAYOUT,
+        yaxis={"range": [-0.02, 1.02], "tickformat": ".0%", "title": "pass rate"},
+        xaxis={"title": "iteration", "dtick": 1 if len(report.iterations) <= 20 else None},
+    )
+    return fig
+
+
+def duration_chart(report: Report) -> go.Figure:
+    """Trial durations per iteration (box: median, quartiles, outliers), per model."""
+    fig = go.Figure()
+    groups: dict[str, list[tuple[int, float]]] = {}
+    for its in report.trials_by_iteration.values():
+        for v in its:
+            groups.setdefault(v.model, []).append((v.iteration, v.duration_s))
+    for n, (model, points) in enumerate(sorted(groups.items())):
+        xy = np.array(points)  # arrays, not lists: plotly validates lists element by element
+        fig.add_trace(
+            go.Box(
+                x=xy[:, 0].astype(int),
+                y=xy[:, 1],
+                name=model,
+                marker={"color": _PALETTE[n % len(_PALETTE)]},
+                boxpoints="outliers",
+            )
+        )
+    fig.update_layout(
+        **{**_LAYOUT, "hovermode": "closest"},
+        boxmode="group",
+        yaxis={"title": "trial duration (s)", "rangemode": "tozero"},
+        xaxis={"title": "iteration"},
+    )
+    return fig
+
+
+def cost_chart(report: Report) -> go.Figure | None:
+    """Cost per iteration where any trial reported one, else tokens; None when neither was measured."""
+    use_cost = report.stats.cost.cost_usd is not None
+    if not use_cost and report.stats.cost.tokens == 0:
+        return None
+    series: dict[str, list[IterationStat]] = report.model_iterations or {"all trials": report.stats.iterations}
+    fig = go.Figure()
+    for n, (name, its) in enumerate(series.items()):
+        fig.add_trace(
+            go.Bar(
+                x=[i.iteration for i in its],
+                y=[(i.cost_usd or 0.0) if use_cost else i.tokens for i in its],
+                name=name,
+                marker={"color": _PALETTE[n % len(_PALETTE)]},
+            )
+        )
+    fig.update_layout(
+        **_LAYOUT,
+        barmode="stack",
+        yaxis={"title": "cost (USD)" if use_cost else "tokens", "tickprefix": "$" if use_cost else ""},
+        xaxis={"title": "iteration"},
+    )
+    return fig
+
+
+def _grid_rows(report: Report) -> Markup:
+    """The task x iteration grid's rows. Built here rather than in the template: at 100 iterations x 89 tasks
+    it is 8,900 linked cells, and a jinja loop over them costs most of the 3-second budget."""
+    out = []
+    for row in report.grid:
+        label = escape(row.task_id) + (Markup(" · ") + escape(row.model) if report.mixed else "")
+        flaky = Markup(' <span class="flaky" title="flaky">~</span>') if row.flaky else ""
+        cells = "".join(
+            "<td>"
+            + "".join(
+                f'<a class="m {v.cell}" href="{escape(v.log)}" title="{escape(v.title)}">{v.mark}</a>' for v in cell
+            )
+            + "</td>"
+            for cell in row.cells
+        )
+        rate = "—" if row.rate is None else f"{row.rate:.0%}"
+        out.append(
+            f'<tr id="row-{escape(row.task_id)}-{escape(row.model)}"><td class="task">{label}{flaky}</td>'
+            f'{cells}<td class="r">{rate}</td></tr>'
+        )
+    return Markup("\n".join(out))
+
+
+def _trial_rows(views: list[TrialView], mixed: bool) -> Markup:
+    """One iteration's rows of the Trials table, with links to each trial's files (built here for speed too)."""
+    out = []
+    for v in views:
+        links = [f'<a href="{escape(v.log)}">log</a>']
+        links += [
+            f'<a href="{escape(href)}">{name}</a>'
+            for name, href in (("tests", v.tests), ("trajectory", v.trajectory), ("agent/", v.agent))
+            if href
+        ]
+        model = f"<td>{escape(v.model)}</td>" if mixed else ""
+        cost = "—" if v.cost_usd is None else f"${v.cost_usd:.4f}"
+        out.append(
+            f'<tr><td>{escape(v.task_id)}</td>{model}<td><span class="o {v.cell}">{v.cell}</span></td>'
+            f'<td>{escape(v.failure_mode or "")}</td><td class="r">{v.duration_s:.1f} s</td>'
+            f'<td class="r">{v.tokens:,}</td><td class="r">{cost}</td><td>{" · ".join(links)}</td></tr>'
+        )
+    return Markup("\n".join(out))
+
+
+def render_html(report: Report) -> str:
+    charts = {
+        "trend": _div(trend_chart(report), "chart-trend"),
+        "durations": _div(duration_chart(report), "chart-durations"),
+    }
+    cost = cost_chart(report)
+    if cost is not None:
+        charts["cost"] = _div(cost, "chart-cost")
+    kind, sentence = report.headline
+    return (
+        _env()
+        .get_template("report.html.j2")
+        .render(
+            r=report,
+            s=report.stats,
+            charts=charts,
+            plotlyjs=_plotlyjs(),
+            headline_kind=kind,
+            headline=sentence,
+            grid_rows=_grid_rows(report),
+            trial_rows={i: _trial_rows(views, report.mixed) for i, views in report.trials_by_iteration.items()},
+        )
+    )

@@ -1,0 +1,373 @@
+"""`report.md` and `report.html` of a run: the seed's summary plus honest statistics, built once, written together.
+
+`write_reports` is what the loop calls after every iteration; `regenerate` rebuilds both from a run folder
+(`tbench report RUN_DIR`). Both measure the run against its baseline (runs.py) and say at the top when it is
+significantly worse.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import quote
+
+from tbench.bench.tasks import TerminalBenchResults, TrialResult, utcnow
+from tbench.fsutil import atomic_write_text
+from tbench.overnight.state import CONFIG_FILE, RunConfig
+from tbench.report.markdown import render_markdown
+from tbench.report.runs import Baseline, load_run_folder, resolve_baseline
+from tbench.report.stats import (
+    Cell,
+    Comparison,
+    Interval,
+    IterationStat,
+    RunStats,
+    TaskDiff,
+    by_model,
+    cell_of,
+    compare,
+    iteration_stats,
+    run_stats,
+)
+from tbench.report.summary import IterationDelta, RunSummary, summarize_run
+
+MARK: dict[Cell, str] = {"pass": "✓", "fail": "✗", "timeout": "T", "error": "!", "infra": "∅"}
+"""Cell marks for HTML (common fonts lack report.md's ⏱); the colour says the same."""
+REPORT_MD = "report.md"
+REPORT_HTML = "report.html"
+_MD_ROWS = 25
+"""Longest list report.md shows; report.html has them all."""
+
+
+@dataclass(slots=True)
+class TrialView:
+    """One trial as the report shows it; paths are relative to the run folder, ready for href."""
+
+    iteration: int
+    task_id: str
+    model: str
+    cell: Cell
+    mark: str
+    title: str
+    duration_s: float
+    failure_mode: str | None
+    tokens: int
+    cost_usd: float | None
+    log: str
+    tests: str | None
+    trajectory: str | None
+    agent: str | None
+
+
+@dataclass(slots=True)
+class GridRow:
+    task_id: str
+    model: str
+    passed: int
+    graded: int
+    rate: float | None
+    flaky: bool
+    cells: list[list[TrialView]]
+    """One list per iteration column (empty: the task did not run in it)."""
+
+
+@dataclass
+class Report:
+    run_dir: Path
+    config: RunConfig
+    summary: RunSummary
+    deltas: list[IterationDelta]
+    stats: RunStats
+    iterations: list[int]
+    grid: list[GridRow]
+    trials_by_iteration: dict[int, list[TrialView]]
+    baseline: Baseline | None
+    baseline_note: str
+    vs_baseline: Comparison | None
+    first_last: Comparison | None
+    model_stats: dict[str, RunStats] = field(default_factory=dict)
+    """Only for runs with more than one model."""
+    model_iterations: dict[str, list[IterationStat]] = field(default_factory=dict)
+    model_comparisons: list[Comparison] = field(default_factory=list)
+    generated_at: str = field(default_factory=utcnow)
+
+    @property
+    def mixed(self) -> bool:
+        return len(self.stats.models) > 1
+
+    @property
+    def regressions(self) -> list[TaskDiff]:
+        """Tasks that pass less often than in the baseline, worst first."""
+        if self.vs_baseline is None:
+            return []
+        return sorted((d for d in self.vs_baseline.per_task if d.diff < 0), key=lambda d: (d.diff, d.task_id))
+
+    @property
+    def headline(self) -> tuple[str, str]:
+        """(css class, sentence) for the top of both reports."""
+        c = self.vs_baseline
+        if self.baseline is None:
+            return "none", f"Baseline: {self.baseline_note}."
+        if c is None:
+            label = self.baseline.trials.label
+            return "none", f"Baseline: `{label}`, {self.baseline.how}; no finished iteration to compare with it yet."
+        where = f"the baseline `{c.label_a}`, {self.baseline.how}"
+        if c.verdict == "regressed":
+            return "bad", f"Significantly worse than {where}: {c.details()}."
+        if c.verdict == "improved":
+            return "good", f"Significantly better than {where}: {c.details()}."
+        return "same", f"No significant change against {where}: {c.details()}."
+
+
+_URL_SAFE = re.compile(r"^[A-Za-z0-9._/-]*$")
+
+
+def _href(rel: str) -> str:
+    return rel if _URL_SAFE.match(rel) else quote(rel)
+
+
+def _trial_view(r: TrialResult, run_dir: str) -> TrialView:
+    """Plain string paths and os.path here: this runs for every trial of the run (8,900 for 100 x 89)."""
+    folder = r.trial_dir.rstrip("/")
+    cell = cell_of(r)
+
+    def link(rel: str) -> str | None:
+        rel = f"{folder}/{rel}"
+        return _href(rel) if os.path.exists(f"{run_dir}/{rel}") else None
+
+    title = f"{r.task_id} · iteration {r.iteration} · {r.model}\n{r.status}"
+    if r.failure_mode:
+        title += f" [{r.failure_mode}]"
+    title += f" · {r.duration_ms / 1000:.1f}s"
+    if r.error_message:
+        title += "\n" + r.error_message[:300]
+    return TrialView(
+        iteration=r.iteration,
+        task_id=r.task_id,
+        model=r.model,
+        cell=cell,
+        mark=MARK[cell],
+        title=title,
+        duration_s=r.duration_ms / 1000,
+        failure_mode=r.failure_mode,
+        tokens=r.tokens_used,
+        cost_usd=r.cost_usd,
+        log=_href(f"{folder}/trial.log"),
+        tests=link("verifier/test-output.txt"),
+        trajectory=link("agent/trajectory.json"),
+        agent=link("agent/"),
+    )
+
+
+def build_report(
+    run_dir: Path,
+    config: RunConfig,
+    summary: RunSummary,
+    deltas: list[IterationDelta],
+    iterations: list[TerminalBenchResults],
+) -> Report:
+    trials = [r for it in iterations for r in it.results]
+    stats = run_stats(trials)
+    columns = sorted({it.iteration for it in iterations})
+    col = {i: n for n, i in enumerate(columns)}
+    views = [_trial_view(r, str(run_dir)) for r in trials]
+    rows: dict[tuple[str, str], GridRow] = {}
+    for t in stats.tasks:
+        rows[(t.task_id, t.model)] = GridRow(
+            t.task_id, t.model, t.passed, t.graded, t.rate, t.flaky, [[] for _ in columns]
+        )
+    by_iteration: dict[int, list[TrialView]] = {i: [] for i in columns}
+    for v in views:
+        rows[(v.task_id, v.model)].cells[col[v.iteration]].append(v)
+        by_iteration[v.iteration].append(v)
+
+    baseline, note = resolve_baseline(Path(config.project_root), run_id=config.run_id, suite_name=config.suite_name)
+    vs_baseline = None
+    if baseline is not None and trials:
+        vs_baseline = compare(baseline.trials.trials, trials, label_a=baseline.trials.label, label_b=config.run_id)
+    first_last = None
+    if len(iterations) > 1:
+        first, last = iterations[0], iterations[-1]
+        first_last = compare(
+            first.results, last.results, label_a=f"iteration {first.iteration}", label_b=f"iteration {last.iteration}"
+        )
+    report = Report(
+        run_dir=run_dir,
+        config=config,
+        summary=summary,
+        deltas=deltas,
+        stats=stats,
+        iterations=columns,
+        grid=list(rows.values()),
+        trials_by_iteration=by_iteration,
+        baseline=baseline,
+        baseline_note=note,
+        vs_baseline=vs_baseline,
+        first_last=first_last,
+    )
+    if report.mixed:
+        groups = by_model(trials)
+        report.model_stats = {m: run_stats(rs) for m, rs in groups.items()}
+        report.model_iterations = {m: iteration_stats(rs, m) for m, rs in groups.items()}
+        (first_model, reference), *others = groups.items()
+        report.model_comparisons = [compare(reference, rs, label_a=first_model, label_b=m) for m, rs in others]
+    return report
+
+
+# ---------------------------------------------------------------- markdown
+
+
+def _pct(x: float | None) -> str:
+    return "—" if x is None else f"{x:.1%}"
+
+
+def _ci(interval: Interval | None) -> str:
+    return "—" if interval is None else f"[{interval.low:.1%}, {interval.high:.1%}]"
+
+
+def _money(x: float | None, digits: int = 4) -> str:
+    return "—" if x is None else f"${x:.{digits}f}"
+
+
+def _num(x: float | None) -> str:
+    return "—" if x is None else f"{x:,.0f}"
+
+
+def render_report_markdown(report: Report) -> str:
+    """The seed's report.md with the baseline verdict under the title and a statistics section after it."""
+    seed = render_markdown(report.summary, report.deltas)
+    title, _, rest = seed.partition("\n")
+    kind, sentence = report.headline
+    banner = {"bad": "> **⚠ ", "good": "> **", "same": "> ", "none": "> "}[kind]
+    banner += sentence + ("**" if kind in ("bad", "good") else "")
+    out = [title, "", banner, rest.rstrip("\n"), "", *_stats_markdown(report), ""]
+    return "\n".join(out)
+
+
+def _stats_markdown(report: Report) -> list[str]:
+    s = report.stats
+    out = ["## Statistics", ""]
+    if s.pass_at_1 is None:
+        return [*out, "No graded trial yet."]
+    graded_tasks = sum(1 for t in s.tasks if t.graded)
+    out.append(
+        f"- pass@1 (mean per-task pass rate): **{s.pass_at_1:.1%}**, 95% CI {_ci(s.pass_at_1_interval)} "
+        f"(bootstrap over {graded_tasks} tasks, then trials; {s.overall.graded} graded trials)"
+    )
+    infra_rate = s.overall.infra_errors / s.overall.trials if s.overall.trials else 0.0
+    out.append(
+        f"- Infra errors: {s.overall.infra_errors} of {s.overall.trials} trials ({infra_rate:.1%}), "
+        f"left out of every pass rate; retried attempts: {s.retries}"
+    )
+    if s.infra_tasks:
+        out.append("  - by task: " + ", ".join(f"{t} ({n})" for t, n in s.infra_tasks.items()))
+    out += [
+        "",
+        "| iteration | pass rate | 95% Wilson CI | passed/graded | infra |",
+        "|---|---|---|---|---|",
+    ]
+    out += [
+        f"| {i.iteration} | {_pct(i.rate.rate)} | {_ci(i.rate.interval)} | {i.rate.passed}/{i.rate.graded} | "
+        f"{i.rate.infra_errors} |"
+        for i in s.iterations
+    ]
+    if s.pass_k:
+        out += ["", "| k | pass@k | pass^k | tasks |", "|---|---|---|---|"]
+        out += [f"| {p.k} | {p.pass_at_k:.1%} | {p.pass_hat_k:.1%} | {p.tasks} |" for p in s.pass_k]
+    out += ["", "### Flaky tasks", ""]
+    if s.flaky:
+        out += ["| task | model | passed/graded | pass rate |", "|---|---|---|---|"]
+        out += [f"| {t.task_id} | {t.model} | {t.passed}/{t.graded} | {_pct(t.rate)} |" for t in s.flaky[:_MD_ROWS]]
+        if len(s.flaky) > _MD_ROWS:
+            out.append(f"\n{len(s.flaky) - _MD_ROWS} more in {REPORT_HTML}.")
+    else:
+        out.append("None: every task passed always or never.")
+    out += ["", "### Against the baseline", ""]
+    if report.vs_baseline is None:
+        out.append(report.headline[1])
+    else:
+        out.append(report.headline[1])
+        if report.regressions:
+            out += ["", "| regressed task | baseline | this run | change |", "|---|---|---|---|"]
+            out += [
+                f"| {d.task_id} | {d.a_passed}/{d.a_graded} | {d.b_passed}/{d.b_graded} | {d.diff * 100:+.0f} pp |"
+                for d in report.regressions[:_MD_ROWS]
+            ]
+            if len(report.regressions) > _MD_ROWS:
+                out.append(f"\n{len(report.regressions) - _MD_ROWS} more in {REPORT_HTML}.")
+    if report.first_last is not None:
+        out += ["", "### First against last iteration", "", report.first_last.sentence() + "."]
+    c = s.cost
+    out += [
+        "",
+        "### Tokens and cost",
+        "",
+        "| | total | per trial | per pass |",
+        "|---|---|---|---|",
+        f"| tokens | {c.tokens:,} | {_num(c.tokens_per_trial)} | {_num(c.tokens_per_pass)} |",
+        f"| cost | {_money(c.cost_usd)} | {_money(c.cost_per_trial)} | {_money(c.cost_per_pass)} |",
+    ]
+    if c.cost_usd is not None and c.cost_known < c.trials:
+        out.append(f"\nCost known for {c.cost_known} of {c.trials} trials.")
+    if report.mixed:
+        out += [
+            "",
+            "### By model",
+            "",
+            "| model | trials | pass@1 | 95% CI | infra | tokens | cost |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for m, ms in report.model_stats.items():
+            out.append(
+                f"| {m} | {ms.overall.trials} | {_pct(ms.pass_at_1)} | {_ci(ms.pass_at_1_interval)} | "
+                f"{ms.overall.infra_errors} | {ms.cost.tokens:,} | {_money(ms.cost.cost_usd)} |"
+            )
+        out += ["", *(f"- {cmp.sentence()}" for cmp in report.model_comparisons)]
+    out += ["", f"Charts, the full grid and links to every trial's logs: [{REPORT_HTML}]({REPORT_HTML})"]
+    return out
+
+
+# ---------------------------------------------------------------- writing
+
+
+def _write(report: Report) -> None:
+    from tbench.report.html import render_html  # plotly and jinja2 load only when a report is written
+
+    atomic_write_text(report.run_dir / REPORT_MD, render_report_markdown(report))
+    atomic_write_text(report.run_dir / REPORT_HTML, render_html(report))
+
+
+def write_reports(
+    run_dir: Path, summary: RunSummary, deltas: list[IterationDelta], iterations: list[TerminalBenchResults]
+) -> None:
+    """Both reports, from the loop. A bug here must not end an overnight run: the seed's report.md is written
+    instead, with the error in `report-error.txt`."""
+    try:
+        config = RunConfig.model_validate_json((run_dir / CONFIG_FILE).read_bytes())
+        _write(build_report(run_dir, config, summary, deltas, iterations))
+    except Exception:
+        atomic_write_text(run_dir / "report-error.txt", traceback.format_exc())
+        atomic_write_text(
+            run_dir / REPORT_MD,
+            render_markdown(summary, deltas) + "\n(statistics and report.html failed: see report-error.txt)\n",
+        )
+        return
+    (run_dir / "report-error.txt").unlink(missing_ok=True)
+
+
+def regenerate(run_dir: Path) -> Report:
+    """`tbench report RUN_DIR`: rebuild both reports from the files (errors propagate as UserError)."""
+    run = load_run_folder(run_dir)
+    summary = summarize_run(
+        run_id=run.config.run_id,
+        model=run.config.model,
+        status=run.state.status,
+        planned=run.config.iterations,
+        iterations=run.iterations,
+    )
+    report = build_report(run.dir, run.config, summary, run.deltas, run.iterations)
+    _write(report)
+    return report

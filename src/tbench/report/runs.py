@@ -1,0 +1,192 @@
+"""Where trials come from for reports and comparisons: run folders, iteration folders, `results.json` files,
+and the baseline a project chose (`.openagents/gym/baseline.json`)."""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import BaseModel, ValidationError
+
+from tbench.bench.episode_store import Episode, EpisodeStore
+from tbench.bench.tasks import TerminalBenchResults, TrialResult, utcnow
+from tbench.errors import UserError
+from tbench.fsutil import atomic_write_model
+from tbench.overnight.state import CONFIG_FILE, STATE_FILE, RunConfig, RunState, load_run
+from tbench.report.summary import IterationDelta
+
+GYM_DIR = Path(".openagents") / "gym"
+"""Under the project root; the same place `overnight/iterate.py` records episodes."""
+BASELINE_FILE = "baseline.json"
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """A run folder's finished iterations (those state.json marks done), read at the file boundary."""
+
+    dir: Path
+    config: RunConfig
+    state: RunState
+    iterations: list[TerminalBenchResults]
+    deltas: list[IterationDelta]
+
+    @property
+    def trials(self) -> list[TrialResult]:
+        return [r for it in self.iterations for r in it.results]
+
+
+@dataclass(frozen=True)
+class TrialSet:
+    """Trials to compare, with a label a person recognises (`run-id` or `run-id@3`)."""
+
+    label: str
+    trials: list[TrialResult]
+    suite_name: str
+
+
+def read_results(path: Path) -> TerminalBenchResults:
+    try:
+        return TerminalBenchResults.model_validate_json(path.read_bytes())
+    except OSError as exc:
+        raise UserError(f"cannot read ({exc.strerror})", path=path) from None
+    except ValidationError as exc:
+        raise UserError(f"not an iteration's results.json ({exc.errors()[0]['msg']})", path=path) from None
+
+
+def load_run_folder(run_dir: Path) -> RunFolder:
+    config, state = load_run(run_dir)
+    iterations, deltas = [], []
+    for it in state.iterations:
+        folder = run_dir / "iterations" / f"{it.iteration:03d}"
+        if it.status != "done" or not (folder / "results.json").is_file():
+            continue
+        iterations.append(read_results(folder / "results.json"))
+        if (folder / "delta.json").is_file():
+            try:
+                deltas.append(IterationDelta.model_validate_json((folder / "delta.json").read_bytes()))
+            except ValidationError as exc:
+                raise UserError(f"unreadable delta ({exc.errors()[0]['msg']})", path=folder / "delta.json") from None
+    return RunFolder(run_dir.resolve(), config, state, iterations, deltas)
+
+
+def load_trial_set(path: Path) -> TrialSet:
+    """A run folder (all finished iterations), an iteration folder, or a results.json."""
+    if path.is_dir() and (path / CONFIG_FILE).is_file() and (path / STATE_FILE).is_file():
+        run = load_run_folder(path)
+        if not run.iterations:
+            raise UserError("this run has no finished iteration yet", path=path)
+        return TrialSet(run.config.run_id, run.trials, run.config.suite_name)
+    results = path / "results.json" if path.is_dir() else path
+    if not results.is_file():
+        raise UserError("not a run folder, an iteration folder or a results.json", path=path)
+    tb = read_results(results)
+    return TrialSet(f"{tb.run_id}@{tb.iteration}", tb.results, tb.suite_name)
+
+
+# ---------------------------------------------------------------- baseline
+
+
+class BaselineChoice(BaseModel):
+    """`baseline.json`: the run (or one iteration of it) that reports and `compare` measure against."""
+
+    schema_version: int = 1
+    run_id: str
+    run_dir: str
+    """Absolute."""
+    iteration: int | None = None
+    """None: every finished iteration of the run."""
+    suite_name: str
+    model: str
+    set_at: str
+
+
+def baseline_path(project_root: Path) -> Path:
+    return project_root / GYM_DIR / BASELINE_FILE
+
+
+def set_baseline(project_root: Path, run_dir: Path, iteration: int | None = None) -> BaselineChoice:
+    run = load_run_folder(run_dir)
+    done = [it.iteration for it in run.iterations]
+    if not done:
+        raise UserError("this run has no finished iteration yet; a baseline needs one", path=run_dir)
+    if iteration is not None and iteration not in done:
+        raise UserError(f"iteration {iteration} is not finished in this run (finished: {done})", field="--iteration")
+    choice = BaselineChoice(
+        run_id=run.config.run_id,
+        run_dir=str(run.dir),
+        iteration=iteration,
+        suite_name=run.config.suite_name,
+        model=run.config.model,
+        set_at=utcnow(),
+    )
+    atomic_write_model(baseline_path(project_root), choice)
+    return choice
+
+
+def read_baseline(project_root: Path) -> BaselineChoice | None:
+    path = baseline_path(project_root)
+    if not path.is_file():
+        return None
+    try:
+        return BaselineChoice.model_validate_json(path.read_bytes())
+    except ValidationError as exc:
+        raise UserError(
+            f"unreadable baseline ({exc.errors()[0]['msg']}); set it again with `tbench baseline set`", path=path
+        ) from None
+
+
+@dataclass(frozen=True)
+class Baseline:
+    trials: TrialSet
+    how: str
+    """Why this is the baseline, for the report."""
+
+
+def resolve_baseline(project_root: Path, *, run_id: str, suite_name: str) -> tuple[Baseline | None, str]:
+    """The baseline for a run and a line saying which it is (or why there is none).
+
+    The choice in baseline.json wins; without one, the seed's rule: the latest `success` episode of the same
+    suite from another run (`EpisodeStore.get_baseline`). Problems become the line, never an exception, so a
+    missing baseline can never stop the report of an overnight run.
+    """
+    try:
+        choice = read_baseline(project_root)
+    except UserError as exc:
+        return None, str(exc)
+    if choice is not None:
+        if choice.run_id == run_id:
+            return None, "this run is the baseline"
+        source = Path(choice.run_dir)
+        if choice.iteration is not None:
+            source = source / "iterations" / f"{choice.iteration:03d}"
+        try:
+            trials = load_trial_set(source)
+        except UserError as exc:
+            return None, f"the baseline set with `tbench baseline set` cannot be read: {exc}"
+        return Baseline(trials, "set with `tbench baseline set`"), ""
+    episode = _latest_success(EpisodeStore(project_root / GYM_DIR), run_id, suite_name)
+    if episode is None:
+        return None, "none yet; set one with `tbench baseline set RUN_DIR`"
+    try:
+        trials = load_trial_set(Path(episode.results_path))
+    except UserError as exc:
+        return None, f"the latest successful episode {episode.id} cannot be read: {exc}"
+    return Baseline(trials, f"the latest successful episode `{episode.id}` (none set with `tbench baseline set`)"), ""
+
+
+def _latest_success(store: EpisodeStore, run_id: str, suite_name: str) -> Episode | None:
+    """`EpisodeStore.get_baseline`'s rule over the episodes of other runs: through the index (a scan of a large
+    episodes.jsonl would cost a report a good part of its time), else by reading the JSONL."""
+    if not store.path.is_file():
+        return None
+    try:
+        index = store.index()
+        index.sync()
+        own = index.count("episodes", None, run_id=run_id, suite_name=suite_name, status="success")
+        newest = index.episodes(suite_name=suite_name, status="success", limit=own + 1)
+        return next((e for e in newest if e.run_id != run_id), None)
+    except sqlite3.Error:
+        pass
+    matches = [e for e in store.query() if e.status == "success" and e.suite_name == suite_name and e.run_id != run_id]
+    return max(matches, key=lambda e: e.finished_at, default=None)
