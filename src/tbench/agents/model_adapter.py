@@ -31,6 +31,7 @@ RUNNERS: dict[str, str] = {
     "oracle": "tbench.agents.oracle:OracleAgent",
     "nop": "tbench.agents.nop:NopAgent",
     "ollama": "tbench.agents.ollama_agent:OllamaAgent",
+    "openai": "tbench.agents.openai_agent:OpenAIAgent",
     "claude-code": "tbench.agents.claude_code:ClaudeCodeAgent",
 }
 
@@ -63,6 +64,9 @@ class ModelSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     ollama_endpoint: str | None = None
+    openai_endpoint: str | None = None
+    """Base URL of an OpenAI-compatible server (`--openai-endpoint` or OPENAI_BASE_URL); OPENAI_API_KEY is
+    read from the environment at each call and never stored."""
     anthropic_base_url: str | None = None
     """Recorded from ANTHROPIC_BASE_URL for the record; the key that goes with it is never stored."""
     options: ChatOptions = Field(default_factory=ChatOptions)
@@ -97,7 +101,10 @@ def parse_model(
                 f"{spec!r} names no model; write {kind}:<model>, e.g. {kind}:qwen2.5-coder:7b", field="--model"
             )
         return ModelConfig(type=kind, model=rest, endpoint=endpoint, options=options or ChatOptions(), **extra)
-    raise UserError(f"unknown model {spec!r}; use claude-code[:<model>], ollama:<name>, oracle or nop", field="--model")
+    raise UserError(
+        f"unknown model {spec!r}; use claude-code[:<model>], ollama:<name>, openai:<name>, oracle or nop",
+        field="--model",
+    )
 
 
 def parse_model_options(items: Sequence[str]) -> ChatOptions:
@@ -143,7 +150,14 @@ def normalize_endpoint(value: str, *, default_port: int = OLLAMA_PORT, field: st
 
 
 #: `--flag` names (as settings keys) that make up `ModelSettings`.
-MODEL_FLAGS = ("ollama_endpoint", "model_option", "claude_validation_rate", "seed", "unsafe_host_agent")
+MODEL_FLAGS = (
+    "ollama_endpoint",
+    "openai_endpoint",
+    "model_option",
+    "claude_validation_rate",
+    "seed",
+    "unsafe_host_agent",
+)
 
 
 def model_settings_from_flags(given: dict[str, Any]) -> ModelSettings:
@@ -154,6 +168,7 @@ def model_settings_from_flags(given: dict[str, Any]) -> ModelSettings:
         raise UserError(f"must be between 0 and 1 (got {rate:g})", field="--claude-validation-rate")
     return ModelSettings(
         ollama_endpoint=flags.get("ollama_endpoint"),
+        openai_endpoint=flags.get("openai_endpoint"),
         options=parse_model_options(flags.get("model_option") or ()),
         claude_validation_rate=float(rate or 0.0),
         seed=flags.get("seed"),
@@ -165,6 +180,19 @@ def default_ollama_endpoint() -> str:
     """OLLAMA_HOST when set (as Ollama's own tools do), else http://localhost:11434."""
     env = os.environ.get("OLLAMA_HOST", "").strip()
     return normalize_endpoint(env, field="OLLAMA_HOST") if env else DEFAULT_OLLAMA_ENDPOINT
+
+
+def openai_base_url(flag: str | None) -> str:
+    """`--openai-endpoint`, else OPENAI_BASE_URL, else OpenAI's own API. A URL with no path gets `/v1`, where
+    llama-server, vLLM, LM Studio and Ollama all serve the API."""
+    field = "--openai-endpoint" if flag else "OPENAI_BASE_URL"
+    value = (flag or os.environ.get("OPENAI_BASE_URL") or "").strip()
+    if not value:
+        from tbench.llm.openai_compat import DEFAULT_ENDPOINT
+
+        return DEFAULT_ENDPOINT
+    url = normalize_endpoint(value, default_port=80, field=field)
+    return url if urlsplit(url).path not in ("", "/") else url.rstrip("/") + "/v1"
 
 
 def choose_model(seed: int, rate: float, iteration: int, task_id: str) -> bool:
@@ -180,7 +208,7 @@ def model_config_for(label: str, settings: ModelSettings) -> ModelConfig:
     """A trial's model, rebuilt from its label and the run's settings (worker processes do this)."""
     return parse_model(
         label,
-        endpoint=settings.ollama_endpoint,
+        endpoint=settings.openai_endpoint if label.startswith("openai:") else settings.ollama_endpoint,
         options=settings.effective_options(),
         unsafe_host_agent=settings.unsafe_host_agent,
     )
@@ -238,8 +266,10 @@ def build_model_plan(spec: str, settings: ModelSettings) -> ModelPlan:
             settings = settings.model_copy(update={"seed": secrets.randbelow(2**31)})
     if settings.ollama_endpoint:
         settings = settings.model_copy(update={"ollama_endpoint": normalize_endpoint(settings.ollama_endpoint)})
-    elif kind in ("ollama", "openai"):
+    elif kind == "ollama":
         settings = settings.model_copy(update={"ollama_endpoint": default_ollama_endpoint()})
+    if kind == "openai":
+        settings = settings.model_copy(update={"openai_endpoint": openai_base_url(settings.openai_endpoint)})
     primary = model_config_for(spec, settings)
     base_url = os.environ.get("ANTHROPIC_BASE_URL") or None
     if base_url and (primary.type == "claude-code" or settings.claude_validation_rate > 0):

@@ -3,8 +3,8 @@
 A turn: fit the history into the context, ask the model (through a `ChatTransport`), keep its reply — tool
 calls included — in the history, run each tool call in the trial's environment, and send each result back
 with its tool's name. The loop ends when the model answers without a tool call, at the turn cap, or at the
-task's deadline. Subclasses only say which transport to use (`OllamaAgent`; an OpenAI-compatible agent can
-be another ten lines).
+task's deadline. Subclasses only say which transport to use (`OllamaAgent`, `OpenAIAgent`). A call the model
+wrote as text instead of a structured call is lifted out of its reply (`llm/text_calls.py`), for every transport.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ from tbench.agents.trajectory import Step, StopReason, ToolCallRecord, ToolResul
 from tbench.bench.environments.base import Environment
 from tbench.bench.tasks import Task, Tokens, utcnow
 from tbench.errors import FailureMode, InfraError, UserError
-from tbench.llm.chat import ChatMessage, ChatReply, ChatTransport, DeadlineExceeded
+from tbench.llm.chat import ChatMessage, ChatReply, ChatTransport, DeadlineExceeded, ToolCall, ToolSpec
+from tbench.llm.text_calls import find_text_tool_calls
 from tbench.secrets import Redactor
 
 if TYPE_CHECKING:
@@ -37,6 +38,17 @@ ANSWER_RESERVE_TOKENS = 4096
 #: The newest tool results are never emptied, only shortened if nothing else is left to trim.
 KEEP_RECENT_RESULTS = 2
 TRIMMED = "[trimmed]"
+#: From this many identical calls in a row on, each result tells the model it is repeating itself.
+REPEAT_NOTE_AFTER = 3
+
+
+def lift_text_calls(msg: ChatMessage, tools: Sequence[ToolSpec]) -> bool:
+    """A reply with no structured call but a call written as text (Hermes tags, fenced or bare JSON) gets
+    that call, so a model whose server does not parse its calls still acts instead of ending the episode."""
+    if msg.tool_calls:
+        return False
+    msg.tool_calls = find_text_tool_calls(msg.content, {t.name for t in tools})
+    return bool(msg.tool_calls)
 
 
 def _size(m: ChatMessage) -> int:
@@ -174,6 +186,8 @@ class _Episode:
         )
         self.tokens = Tokens()
         self.turns = 0
+        self._last_call: tuple[str, str] | None = None
+        self._repeats = 0
 
     def run(self) -> AgentResult:
         budget = self.agent.context_budget_chars()
@@ -188,6 +202,7 @@ class _Episode:
                 step = self.trajectory.step()
                 reply = self.agent.transport.chat(self.messages, self.tools.specs, deadline=self.deadline)
                 self.turns += 1
+                lift_text_calls(reply.message, self.tools.specs)
                 self._record_reply(step, reply)
                 self.messages.append(reply.message)
                 if not reply.message.tool_calls:
@@ -195,14 +210,15 @@ class _Episode:
                     return self._end("completed")
                 for call in reply.message.tool_calls:
                     outcome = self.tools.run(call)
+                    text = outcome.text + self._repeat_note(call)
                     self.messages.append(
-                        ChatMessage(role="tool", content=outcome.text, tool_name=call.name, tool_call_id=call.id)
+                        ChatMessage(role="tool", content=text, tool_name=call.name, tool_call_id=call.id)
                     )
                     step.tool_results.append(
                         ToolResultRecord(
                             call_id=call.id,
                             name=call.name,
-                            output=outcome.text,
+                            output=text,
                             is_error=outcome.is_error,
                             exit_code=outcome.exit_code,
                             duration_ms=outcome.duration_ms,
@@ -215,9 +231,26 @@ class _Episode:
         except InfraError as exc:
             return self._end("infra_error", FailureMode.INFRA_ERROR, str(exc))
 
+    def _repeat_note(self, call: ToolCall) -> str:
+        """Small models repeat a command whose result cannot change until the turn cap; saying so in the
+        result sometimes breaks the loop (and the cap still ends it cleanly when it does not)."""
+        key = (call.name, json.dumps(call.arguments, sort_keys=True, ensure_ascii=False))
+        self._repeats = self._repeats + 1 if key == self._last_call else 1
+        self._last_call = key
+        if self._repeats < REPEAT_NOTE_AFTER:
+            return ""
+        return (
+            f"\n[note: {self._repeats} identical {call.name} calls in a row; repeating it is unlikely to "
+            "help. Try something different, or reply without a tool call if the task is done.]"
+        )
+
     def _record_reply(self, step: Step, reply: ChatReply) -> None:
         t = reply.tokens
-        self.tokens = Tokens(input=self.tokens.input + t.input, output=self.tokens.output + t.output)
+        self.tokens = Tokens(
+            input=self.tokens.input + t.input,
+            output=self.tokens.output + t.output,
+            cache_read=self.tokens.cache_read + t.cache_read,
+        )
         msg = reply.message
         step.assistant_text = msg.content
         step.thinking = msg.thinking

@@ -172,6 +172,8 @@ class TrialResult(BaseModel):
     finished_at: str
     trial_dir: str
     """Relative to the run folder."""
+    lesson_ids: list[str] = Field(default_factory=list)
+    """The Archivist's lessons this trial was shown (credited by its outcome)."""
 
 
 class ModelSummary(BaseModel):

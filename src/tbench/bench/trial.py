@@ -74,6 +74,8 @@ class TrialSpec:
     default_timeout_sec: float
     max_turns: int | None = None
     system_prompt_append: str | None = None
+    lesson_ids: tuple[str, ...] = ()
+    """Ids of the lessons in `system_prompt_append`, recorded on the result."""
 
 
 EnvMaker = Callable[[Task, TrialLabels, Path], Environment]
@@ -273,4 +275,5 @@ def _result(
         started_at=started_at,
         finished_at=utcnow(),
         trial_dir=spec.trial_dir.relative_to(spec.run_dir).as_posix(),
+        lesson_ids=list(spec.lesson_ids),
     )

@@ -17,6 +17,7 @@ import typer
 from rich.console import Console
 
 from tbench import __version__
+from tbench.cli.lessons_cmds import register as register_lessons_commands
 from tbench.cli.report_cmds import register as register_report_commands
 from tbench.errors import UserError
 
@@ -44,7 +45,8 @@ SuiteOpt = Annotated[Path | None, typer.Option(help="Task folder, folder of task
 OutputOpt = Annotated[Path | None, typer.Option(help="Run folder (default results/YYYYMMDD)")]
 IterationsOpt = Annotated[int | None, typer.Option(help="How many times to run the suite [default: 10]")]
 ModelOpt = Annotated[
-    str | None, typer.Option(help="claude-code[:<model>], ollama:<name>, oracle or nop [default: claude-code]")
+    str | None,
+    typer.Option(help="claude-code[:<model>], ollama:<name>, openai:<name>, oracle or nop [default: claude-code]"),
 ]
 ResumeOpt = Annotated[Path | None, typer.Option(help="PATH/state.json of an interrupted run")]
 TimeoutOpt = Annotated[float | None, typer.Option(help="Agent time limit (s) for tasks that set none [default: 3600]")]
@@ -56,6 +58,13 @@ DebugOpt = Annotated[bool, typer.Option(help="Show tracebacks")]
 OllamaEndpointOpt = Annotated[
     str | None, typer.Option(help="Ollama server, URL or host[:port] [default: $OLLAMA_HOST or http://localhost:11434]")
 ]
+OpenAIEndpointOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="OpenAI-compatible server for openai:<name>, e.g. http://127.0.0.1:8080/v1 [default: "
+        "$OPENAI_BASE_URL or https://api.openai.com/v1]; the key comes from $OPENAI_API_KEY"
+    ),
+]
 ModelOptionOpt = Annotated[
     list[str] | None,
     typer.Option(help="Model call setting KEY=VALUE, repeatable: num_ctx, temperature, seed, keep_alive, ..."),
@@ -64,6 +73,19 @@ ValidationRateOpt = Annotated[
     float | None, typer.Option(help="Share of trials (0-1) run by Claude Code instead of --model, chosen per trial")
 ]
 SeedOpt = Annotated[int | None, typer.Option(help="Seed of the per-trial model choice (and of the model's sampler)")]
+LearnOpt = Annotated[
+    bool, typer.Option("--learn", help="Reflect between iterations and inject lessons (= --memory learn)")
+]
+MemoryOpt = Annotated[
+    str | None, typer.Option(help="Lessons: off, read (inject only) or learn (inject, credit, reflect) [default: off]")
+]
+ReflectModelOpt = Annotated[
+    str | None, typer.Option(help="Reflection model, ollama:<name> or openai:<name> [default: --model]")
+]
+HoldoutOpt = Annotated[
+    float | None, typer.Option(help="Share of tasks (0-1) held out of learning, drawn from --seed, for the proof")
+]
+ControlOpt = Annotated[bool, typer.Option("--control", help="Also run held-out tasks without memory, interleaved")]
 UnsafeHostOpt = Annotated[
     bool,
     typer.Option(
@@ -80,6 +102,7 @@ def _open_run(settings: dict[str, Any], resume: Path | None, **defaults: Any) ->
     """Create a run from `settings` (flag name → value, None = not given), or resume one; a resumed run
     keeps its config.json, so any setting given with --resume is refused rather than silently ignored."""
     from tbench.agents.model_adapter import DEFAULT_MODEL, model_settings_from_flags
+    from tbench.archivist.loop import learning_from_flags
     from tbench.overnight.iterate import IterateOptions, Run
 
     if resume is not None:
@@ -95,6 +118,7 @@ def _open_run(settings: dict[str, Any], resume: Path | None, **defaults: Any) ->
         raise UserError("missing; give --suite PATH (or --resume PATH/state.json)", field="--suite")
     given = {k: v for k, v in settings.items() if v is not None}
     given["models"] = model_settings_from_flags(given)
+    given["learning"] = learning_from_flags(given)
     opts = IterateOptions(
         **{
             "iterations": 10,
@@ -129,17 +153,23 @@ def iterate(
     tasks: TasksOpt = None,
     project_root: ProjectRootOpt = None,
     ollama_endpoint: OllamaEndpointOpt = None,
+    openai_endpoint: OpenAIEndpointOpt = None,
     model_option: ModelOptionOpt = None,
     claude_validation_rate: ValidationRateOpt = None,
     seed: SeedOpt = None,
     unsafe_host_agent: UnsafeHostOpt = False,
+    learn: LearnOpt = False,
+    memory: MemoryOpt = None,
+    reflect_model: ReflectModelOpt = None,
+    holdout: HoldoutOpt = None,
+    control: ControlOpt = False,
     debug: DebugOpt = False,
 ) -> None:
     """Run a suite N times in order, recording each iteration as an Episode (the seed's tbench-iterate)."""
     global DEBUG
     DEBUG = DEBUG or debug
     settings = {k: v for k, v in locals().items() if k not in ("resume", "debug")}
-    settings["unsafe_host_agent"] = unsafe_host_agent or None
+    settings.update(unsafe_host_agent=unsafe_host_agent or None, learn=learn or None, control=control or None)
     run = _open_run(settings, resume)
     try:
         run.execute()
@@ -161,10 +191,16 @@ def overnight(
     tasks: TasksOpt = None,
     project_root: ProjectRootOpt = None,
     ollama_endpoint: OllamaEndpointOpt = None,
+    openai_endpoint: OpenAIEndpointOpt = None,
     model_option: ModelOptionOpt = None,
     claude_validation_rate: ValidationRateOpt = None,
     seed: SeedOpt = None,
     unsafe_host_agent: UnsafeHostOpt = False,
+    learn: LearnOpt = False,
+    memory: MemoryOpt = None,
+    reflect_model: ReflectModelOpt = None,
+    holdout: HoldoutOpt = None,
+    control: ControlOpt = False,
     workers: Annotated[
         str | None, typer.Option(help="Parallel trials: a number, or 'auto' (from free RAM and CPUs) [default: auto]")
     ] = None,
@@ -196,9 +232,11 @@ def overnight(
         "max_turns": max_turns, "run_id": run_id, "tasks": tasks, "project_root": project_root,
         "workers": _parse_workers(workers), "max_retries": max_retries,
         "retry_backoff_sec": retry_backoff,
-        "ollama_endpoint": ollama_endpoint, "model_option": model_option,
+        "ollama_endpoint": ollama_endpoint, "openai_endpoint": openai_endpoint, "model_option": model_option,
         "claude_validation_rate": claude_validation_rate, "seed": seed,
         "unsafe_host_agent": unsafe_host_agent or None,
+        "learn": learn or None, "memory": memory, "reflect_model": reflect_model, "holdout": holdout,
+        "control": control or None,
     }  # fmt: skip
     run = _open_run(settings, resume, runner="overnight", workers="auto", max_retries=2)
     budget = Budget(default_task_mb=task_memory_mb, reserve_mb=memory_reserve_mb, min_free_disk_mb=min_free_disk_mb)
@@ -256,6 +294,7 @@ def version() -> None:
 
 
 register_report_commands(app)  # report, compare, episodes, baseline (cli/report_cmds.py)
+register_lessons_commands(app)  # lessons list|show|reflect|retire|export|import (cli/lessons_cmds.py)
 
 
 def _run(typer_app: typer.Typer) -> None:
@@ -275,12 +314,11 @@ def _run(typer_app: typer.Typer) -> None:
         sys.exit(130)
     except KeyboardInterrupt:
         sys.exit(130)
-    except Exception as exc:  # click usage errors carry their own exit code
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
+    except Exception as exc:  # usage errors (typer's vendored click, or click) print themselves
+        show, code = getattr(exc, "show", None), getattr(exc, "exit_code", None)
+        if callable(show) and isinstance(code, int):
+            show()
+            sys.exit(code)
         raise
 
 

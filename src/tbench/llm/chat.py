@@ -1,7 +1,7 @@
 """What the tool-calling loop and a model server say to each other, independent of the wire protocol.
 
-The loop (`agents/tool_loop.py`) speaks only these types; a transport (`llm/ollama.py` today, an
-OpenAI-compatible one later) maps them to its requests, retries what is worth retrying, and raises
+The loop (`agents/tool_loop.py`) speaks only these types; a transport (`llm/ollama.py`,
+`llm/openai_compat.py`) maps them to its requests, retries what is worth retrying, and raises
 `InfraError` when the server stays broken — so adding a protocol never means copying the loop.
 """
 

@@ -21,6 +21,8 @@ from tbench.agents.model_adapter import (
     create_model_runner,
     model_config_for,
 )
+from tbench.archivist.loop import base_id, open_learning, split_holdout, with_control
+from tbench.archivist.schema import LearningConfig
 from tbench.bench.environments import EnvironmentFactory
 from tbench.bench.episode_store import Episode, EpisodeModelSummary, EpisodeStore, EpisodeSummary, episode_status
 from tbench.bench.formats import load_suite, select_tasks
@@ -72,6 +74,8 @@ class IterateOptions:
     retry_backoff_sec: float = 5.0
     models: ModelSettings = field(default_factory=ModelSettings)
     """Endpoints, model options, --claude-validation-rate, --seed, --unsafe-host-agent."""
+    learning: LearningConfig = field(default_factory=LearningConfig)
+    """--memory, --reflect-model, --holdout, --control; the held-out split is drawn in `Run.create`."""
 
 
 @dataclass
@@ -122,6 +126,9 @@ class Run:
         self.store = EpisodeStore(Path(config.project_root) / GYM_DIR)
         self.executor: Executor = run_sequential
         self.stop = StopControl()
+        self.learning = open_learning(
+            config.learning, Path(config.project_root), config.suite_name, config.model, config.model_settings
+        )
 
     # ------------------------------------------------------------------ set-up
 
@@ -153,6 +160,12 @@ class Run:
         envs.preflight(suite.tasks)
         models.preflight(suite.tasks)
         project_root = (opts.project_root or Path.cwd()).resolve()
+        learning = opts.learning.model_copy(
+            update={"holdout_tasks": split_holdout([t.id for t in suite.tasks], opts.learning.holdout_fraction,
+                                                   models.settings.seed or 0)}
+        )  # fmt: skip
+        open_learning(learning, project_root, suite.name, models.primary.label, models.settings)  # fail fast
+        tasks = with_control(suite.tasks, learning)
         config = RunConfig(
             run_id=run_id,
             created_at=utcnow(),
@@ -161,7 +174,7 @@ class Run:
             suite_name=suite.name,
             suite_version=suite.version,
             task_globs=list(opts.tasks),
-            task_ids=[t.id for t in suite.tasks],
+            task_ids=[t.id for t in tasks],
             model=models.primary.label,
             model_settings=models.settings,
             iterations=opts.iterations,
@@ -173,21 +186,22 @@ class Run:
             workers=opts.workers,
             max_retries=opts.max_retries,
             retry_backoff_sec=opts.retry_backoff_sec,
+            learning=learning,
         )
         output = output.resolve()
         output.mkdir(parents=True, exist_ok=True)
         atomic_write_model(output / CONFIG_FILE, config)
         state = RunState.new(config)
         state.save(output)
-        return cls(output, config, state, suite.tasks, models, envs, notify)
+        return cls(output, config, state, tasks, models, envs, notify)
 
     @classmethod
     def resume(cls, state_path: Path, notify: Notify) -> Run:
         config, state = load_run(state_path)
         run_dir = (state_path.parent if state_path.name.endswith(".json") else state_path).resolve()
         suite = load_suite(Path(config.suite))
-        by_id = {t.id: t for t in suite.tasks}
-        missing = [t for t in config.task_ids if t not in by_id]
+        by_id = {t.id: t for t in with_control(suite.tasks, config.learning)}
+        missing = [base_id(t) for t in config.task_ids if t not in by_id]
         if missing:
             raise UserError(f"tasks of this run are gone from the suite: {', '.join(missing)}", path=config.suite)
         tasks = [by_id[t] for t in config.task_ids]
@@ -271,6 +285,7 @@ class Run:
         ts.status, ts.attempts = "running", ts.attempts + 1
         ts.trial_dir = trial_dir.relative_to(self.dir).as_posix()
         self.state.save(self.dir)
+        lessons = self.learning.inject(it.iteration, task)
         return TrialSpec(
             task=task,
             run_id=self.config.run_id,
@@ -278,9 +293,11 @@ class Run:
             trial_id=f"{self.config.run_id}-{it.iteration:03d}-{task.id}",
             trial_dir=trial_dir,
             run_dir=self.dir,
-            model_label=self.models.choose(it.iteration, task.id).label,
+            model_label=self.models.choose(it.iteration, base_id(task.id)).label,  # both arms: one model
             default_timeout_sec=self.config.timeout_sec,
             max_turns=self.config.max_turns,
+            system_prompt_append=lessons.text,
+            lesson_ids=tuple(lessons.ids),
         )
 
     def finish_trial(self, it: IterationState, task: Task, result: TrialResult) -> bool:
@@ -303,6 +320,8 @@ class Run:
         ts.status, ts.outcome = "done", result.status
         self.state.save(self.dir)
         self._write_results(it, final=False)
+        history = [p.trials[task.id].outcome for p in self.state.iterations if p.iteration < it.iteration]
+        self.learning.after_trial(result, [h for h in history if h is not None])
         extra = f" [{result.failure_mode}]" if result.failure_mode else ""
         self.notify(f"  {task.id}: {result.status}{extra} ({result.duration_ms / 1000:.1f}s)")
         return True
@@ -372,6 +391,19 @@ class Run:
                 by_model={k: EpisodeModelSummary(**v.model_dump()) for k, v in results.summary.by_model.items()},
             )
         )
+        reflection = self.learning.after_iteration(
+            self.dir,
+            self.config.run_id,
+            it.iteration,
+            results.results,
+            [t for t in self.tasks if t.id == base_id(t.id)],
+        )
+        if reflection is not None:
+            applied = sum(o.applied for o in reflection.operations)
+            self.notify(
+                f"Reflection ({reflection.model}): {reflection.status}, {applied} operation(s) applied"
+                + (f" — {reflection.reason}" if reflection.reason else "")
+            )
         it.episode_id, it.status = episode_id, "done"
         self.state.save(self.dir)
         self.write_summary()

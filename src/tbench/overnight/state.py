@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import BaseModel, Field, ValidationError
 
 from tbench.agents.model_adapter import ModelSettings
+from tbench.archivist.schema import LearningConfig
 from tbench.bench.tasks import Outcome, utcnow
 from tbench.errors import UserError
 from tbench.fsutil import atomic_write_model
@@ -46,6 +47,8 @@ class RunConfig(BaseModel):
     max_retries: int = Field(default=0, ge=0)
     """Infra-error retries per trial; agent failures and timeouts are never retried."""
     retry_backoff_sec: float = Field(default=5.0, ge=0)
+    learning: LearningConfig = Field(default_factory=LearningConfig)
+    """--memory / --learn / --reflect-model / --holdout / --control (the Archivist)."""
 
 
 TrialStatus = Literal["pending", "running", "done"]

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from tbench.agents.base import ModelRunner
 from tbench.bench.environments import EnvironmentFactory
@@ -41,6 +41,7 @@ class WorkerJob(BaseModel):
     trial_dir: str
     model_label: str
     system_prompt_append: str | None = None
+    lesson_ids: list[str] = Field(default_factory=list)
 
     def spec(self) -> TrialSpec:
         return TrialSpec(
@@ -54,6 +55,7 @@ class WorkerJob(BaseModel):
             default_timeout_sec=self.config.timeout_sec,
             max_turns=self.config.max_turns,
             system_prompt_append=self.system_prompt_append,
+            lesson_ids=tuple(self.lesson_ids),
         )
 
     @classmethod
@@ -66,6 +68,7 @@ class WorkerJob(BaseModel):
             trial_dir=str(spec.trial_dir),
             model_label=spec.model_label,
             system_prompt_append=spec.system_prompt_append,
+            lesson_ids=list(spec.lesson_ids),
         )
 
 

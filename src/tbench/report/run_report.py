@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
+from tbench.archivist.proof import learning_markdown
 from tbench.bench.tasks import TerminalBenchResults, TrialResult, utcnow
 from tbench.fsutil import atomic_write_text
 from tbench.overnight.state import CONFIG_FILE, RunConfig
@@ -92,6 +93,8 @@ class Report:
     """Only for runs with more than one model."""
     model_iterations: dict[str, list[IterationStat]] = field(default_factory=dict)
     model_comparisons: list[Comparison] = field(default_factory=list)
+    learning: list[str] = field(default_factory=list)
+    """The Archivist's section (held-out arms and verdict), markdown lines; empty without memory."""
     generated_at: str = field(default_factory=utcnow)
 
     @property
@@ -207,6 +210,7 @@ def build_report(
         baseline_note=note,
         vs_baseline=vs_baseline,
         first_last=first_last,
+        learning=learning_markdown(run_dir, config.learning, iterations),
     )
     if report.mixed:
         groups = by_model(trials)
@@ -244,6 +248,7 @@ def render_report_markdown(report: Report) -> str:
     banner = {"bad": "> **⚠ ", "good": "> **", "same": "> ", "none": "> "}[kind]
     banner += sentence + ("**" if kind in ("bad", "good") else "")
     out = [title, "", banner, rest.rstrip("\n"), "", *_stats_markdown(report), ""]
+    out += report.learning
     return "\n".join(out)
 
 

@@ -1,0 +1,175 @@
+"""The Archivist inside a run: what each trial is shown, credit after each trial, reflection at each iteration
+boundary, and the held-out split with its no-memory control arm (the built-in proof)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tbench.archivist.context import Selection, select
+from tbench.archivist.memory_service import MemoryStore
+from tbench.archivist.schema import LearningConfig, Lesson, ReflectionLog
+from tbench.archivist.service import credit, reflect
+from tbench.bench.tasks import Outcome, Task, TrialResult
+from tbench.errors import UserError
+from tbench.fsutil import atomic_write_model
+from tbench.llm.chat import ChatTransport
+
+if TYPE_CHECKING:
+    from tbench.agents.model_adapter import ModelSettings
+
+CONTROL_SUFFIX = "--control"
+REFLECTION_FILE = "reflection.json"
+LEARNING_FLAGS = ("learn", "memory", "reflect_model", "holdout", "control")
+
+
+def split_holdout(task_ids: list[str], fraction: float, seed: int) -> list[str]:
+    """A reproducible held-out set: tasks ordered by a hash of (seed, id), the first round(fraction·n) of them,
+    at least one when fraction > 0 and never all."""
+    if fraction <= 0 or not task_ids:
+        return []
+    n = min(len(task_ids) - 1, max(1, round(fraction * len(task_ids))))
+    order = sorted(task_ids, key=lambda t: hashlib.sha256(f"{seed}:{t}".encode()).hexdigest())
+    return sorted(order[:n])
+
+
+def learning_from_flags(given: dict[str, Any], task_ids: list[str] | None = None) -> LearningConfig:
+    """Take the learning flags out of `given` into a `LearningConfig` (the split is made later, once the suite
+    is known)."""
+    flags = {k: given.pop(k) for k in LEARNING_FLAGS if k in given}
+    memory = flags.get("memory")
+    if flags.get("learn"):
+        if memory not in (None, "learn"):
+            raise UserError(f"--learn means --memory learn, not {memory}", field="--learn")
+        memory = "learn"
+    memory = memory or "off"
+    if memory not in ("off", "read", "learn"):
+        raise UserError(f"expected off, read or learn (got {memory!r})", field="--memory")
+    holdout = float(flags.get("holdout") or 0.0)
+    if not 0.0 <= holdout < 1.0:
+        raise UserError(f"must be at least 0 and below 1 (got {holdout:g})", field="--holdout")
+    if flags.get("control") and holdout <= 0:
+        raise UserError("needs held-out tasks to run on; add --holdout FRACTION", field="--control")
+    if flags.get("control") and memory == "off":
+        raise UserError("compares memory against none; add --learn or --memory read", field="--control")
+    if flags.get("reflect_model") and memory != "learn":
+        raise UserError("only matters with --learn (or --memory learn)", field="--reflect-model")
+    return LearningConfig(
+        memory=memory, reflect_model=flags.get("reflect_model"), holdout_fraction=holdout,
+        control=bool(flags.get("control")),
+    )  # fmt: skip
+
+
+def with_control(tasks: list[Task], config: LearningConfig) -> list[Task]:
+    """The run's task list: each held-out task followed by its no-memory twin when `--control` is on, so the two
+    arms interleave."""
+    if not config.control:
+        return tasks
+    held = set(config.holdout_tasks)
+    out: list[Task] = []
+    for t in tasks:
+        out.append(t)
+        if t.id in held:
+            out.append(t.model_copy(update={"id": t.id + CONTROL_SUFFIX}))
+    return out
+
+
+def base_id(task_id: str) -> str:
+    return task_id.removesuffix(CONTROL_SUFFIX)
+
+
+def is_control(task_id: str) -> bool:
+    return task_id.endswith(CONTROL_SUFFIX)
+
+
+def reflection_transport(spec: str, settings: ModelSettings) -> ChatTransport:
+    """The reflection model, in the same forms as `--model` with the run's endpoints and model options; only
+    chat-API models (`ollama:<name>`, `openai:<name>`) can reflect."""
+    from tbench.agents.model_adapter import default_ollama_endpoint, normalize_endpoint, openai_base_url, parse_model
+
+    config = parse_model(spec)
+    options = settings.effective_options()
+    if config.type == "openai" and config.model:
+        from tbench.llm.openai_compat import OpenAICompatTransport
+
+        return OpenAICompatTransport(openai_base_url(settings.openai_endpoint), config.model, options)
+    if config.type == "ollama" and config.model:
+        from tbench.llm.ollama import OllamaTransport
+
+        endpoint = settings.ollama_endpoint
+        return OllamaTransport(normalize_endpoint(endpoint) if endpoint else default_ollama_endpoint(), config.model,
+                               options)  # fmt: skip
+    raise UserError(
+        f"{spec!r} cannot reflect: reflection needs a chat-API model; give --reflect-model ollama:<name> or "
+        "openai:<name>",
+        field="--reflect-model",
+    )
+
+
+@dataclass
+class Learning:
+    """One run's memory: mode `off` makes every method a no-op."""
+
+    config: LearningConfig
+    store: MemoryStore
+    suite_name: str
+    transport_factory: Callable[[], ChatTransport] | None = None
+    _snapshots: dict[int, list[Lesson]] = field(default_factory=dict)
+
+    @property
+    def active(self) -> bool:
+        return self.config.memory != "off"
+
+    def held_out(self, task_id: str) -> bool:
+        return base_id(task_id) in self.config.holdout_tasks
+
+    def inject(self, iteration: int, task: Task) -> Selection:
+        """Lessons for one trial, from the store as it stood when the iteration began (so every trial of an
+        iteration, and a resumed one, draws from the same memory)."""
+        if not self.active or is_control(task.id):
+            return Selection([], None)
+        if iteration not in self._snapshots:
+            self._snapshots[iteration] = self.store.load()
+        return select(
+            self._snapshots[iteration], task, self.suite_name, datetime.now(UTC),
+            top_k=self.config.top_k, token_budget=self.config.token_budget,
+        )  # fmt: skip
+
+    def after_trial(self, result: TrialResult, history: list[Outcome]) -> str | None:
+        """Credit, in learn mode, for train trials only (held-out trials must not shape the memory)."""
+        if self.config.memory != "learn" or self.held_out(result.task_id) or not result.lesson_ids:
+            return None
+        return credit(self.store, result.lesson_ids, result.status, history)
+
+    def after_iteration(
+        self, run_dir: Path, run_id: str, iteration: int, results: list[TrialResult], suite_tasks: list[Task]
+    ) -> ReflectionLog | None:
+        if self.config.memory != "learn" or self.transport_factory is None:
+            return None
+        train = [r for r in results if not self.held_out(r.task_id)]
+        tasks = [t for t in suite_tasks if not self.held_out(t.id)]
+        log = reflect(
+            self.store, self.transport_factory(), run_dir=run_dir, run_id=run_id, iteration=iteration,
+            results=train, tasks=tasks, suite_tasks=suite_tasks,
+        )  # fmt: skip
+        atomic_write_model(run_dir / "iterations" / f"{iteration:03d}" / REFLECTION_FILE, log)
+        return log
+
+
+def open_learning(
+    config: LearningConfig, project_root: Path, suite_name: str, run_model: str, settings: ModelSettings
+) -> Learning:
+    """The run's `Learning`; the reflection model is checked here, before any run folder exists."""
+    factory: Callable[[], ChatTransport] | None = None
+    if config.memory == "learn":
+        spec = config.reflect_model or run_model
+        reflection_transport(spec, settings)  # fail fast
+
+        def factory() -> ChatTransport:
+            return reflection_transport(spec, settings)
+
+    return Learning(config, MemoryStore.for_project(project_root), suite_name, factory)

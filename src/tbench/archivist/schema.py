@@ -1,0 +1,166 @@
+"""Lessons, the delta operations that change them, and a run's learning settings — every file the Archivist
+writes or reads goes through these models."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+Scope = Literal["global", "suite", "category", "tool"]
+LessonCategory = Literal[
+    "heuristic", "anti_pattern", "tool_usage", "test_strategy", "infra", "prompting", "bugfix_pattern"
+]
+MemoryMode = Literal["off", "read", "learn"]
+"""off: no lessons in prompts; read: inject, never change the store; learn: inject, credit and reflect."""
+
+_WORD = re.compile(r"[a-z0-9]+")
+
+
+def normalize(text: str) -> str:
+    return " ".join(_WORD.findall(text.lower()))
+
+
+def lesson_id(text: str) -> str:
+    """Ids come from the normalised text, so the same answer applied twice gives the same store."""
+    return "L" + hashlib.sha256(normalize(text).encode()).hexdigest()[:10]
+
+
+class Lesson(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    scope: Scope = "global"
+    scope_value: str | None = None
+    """The suite name, task category or tool name a non-global lesson applies to."""
+    category: LessonCategory
+    tags: list[str] = Field(default_factory=list)
+    text: str
+    """An "IF … THEN …" rule."""
+    importance: float = Field(default=0.5, ge=0.0, le=1.0)
+    helpful: int = Field(default=0, ge=0)
+    harmful: int = Field(default=0, ge=0)
+    evidence: list[str] = Field(default_factory=list)
+    """Trial ids the lesson was drawn from."""
+    episodes: list[str] = Field(default_factory=list)
+    """Episode ids (run-iteration) of that evidence."""
+    source: str
+    """Who made it: `reflection:<model>`, `import`, `merge`."""
+    created_at: str
+    updated_at: str
+    last_used_at: str | None = None
+    superseded_by: str | None = None
+    retired_reason: str | None = None
+
+
+class LessonFile(BaseModel):
+    """`lessons.json` (active lessons) and the export format."""
+
+    schema_version: int = 1
+    lessons: list[Lesson] = Field(default_factory=list)
+
+
+# ---------------------------------------------------------------- delta operations
+
+_RULE = re.compile(r"^\s*if\b.+\bthen\b.+", re.I | re.S)
+_PLACEHOLDER = re.compile(r"\.\.\.|…|<[^>]*>")
+
+
+def _rule_text(text: str) -> str:
+    """A real "IF … THEN …" rule: small models copy the prompt's template ("IF ... THEN ...") verbatim."""
+    text = " ".join(text.split())
+    if not _RULE.match(text):
+        raise ValueError('must read "IF <situation> THEN <action>"')
+    if _PLACEHOLDER.search(text) or len(normalize(text).split()) < 6:
+        raise ValueError("is a template placeholder, not a rule")
+    return text
+
+
+RuleText = Annotated[str, Field(min_length=10, max_length=400), AfterValidator(_rule_text)]
+
+
+class _Op(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    evidence: list[str] = Field(min_length=1)
+    """Trial ids (from those shown to the reflection model) that support the operation."""
+
+
+class AddOp(_Op):
+    op: Literal["ADD"]
+    text: RuleText
+    category: LessonCategory
+    scope: Scope = "global"
+    scope_value: str | None = None
+    tags: list[str] = Field(default_factory=list, max_length=8)
+    importance: float = Field(default=0.5, ge=0.0, le=1.0)
+
+
+class UpdateOp(_Op):
+    op: Literal["UPDATE"]
+    id: str
+    text: RuleText | None = None
+    tags: list[str] | None = Field(default=None, max_length=8)
+    importance: float | None = Field(default=None, ge=0.0, le=1.0)
+
+
+class MergeOp(_Op):
+    op: Literal["MERGE"]
+    ids: list[str] = Field(min_length=2)
+    text: RuleText
+    tags: list[str] = Field(default_factory=list, max_length=8)
+
+
+class RetireOp(_Op):
+    op: Literal["RETIRE"]
+    id: str
+    reason: str = Field(min_length=3, max_length=300)
+
+
+DeltaOp = Annotated[AddOp | UpdateOp | MergeOp | RetireOp, Field(discriminator="op")]
+
+
+class OpOutcome(BaseModel):
+    op: dict[str, object]
+    applied: bool
+    reason: str | None = None
+    """Why it was rejected, or what it changed (`merged into L…`)."""
+    lesson_id: str | None = None
+
+
+class ReflectionLog(BaseModel):
+    """`iterations/NNN/reflection.json`: what the reflection model was shown, answered, and what was applied."""
+
+    run_id: str
+    iteration: int
+    model: str
+    at: str
+    status: Literal["applied", "skipped", "nothing_to_learn"]
+    reason: str | None = None
+    trials: list[str] = Field(default_factory=list)
+    """Trial ids shown (train tasks only)."""
+    answer: str | None = None
+    """The model's answer, cut to 8000 characters."""
+    operations: list[OpOutcome] = Field(default_factory=list)
+
+
+# ---------------------------------------------------------------- run settings
+
+
+class LearningConfig(BaseModel):
+    """A run's memory settings, kept in config.json so a resume learns the same way."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    memory: MemoryMode = "off"
+    reflect_model: str | None = None
+    """`ollama:<name>`; None: the run's own model."""
+    top_k: int = Field(default=3, ge=1, le=20)
+    token_budget: int = Field(default=400, ge=20)
+    holdout_fraction: float = Field(default=0.0, ge=0.0, lt=1.0)
+    holdout_tasks: list[str] = Field(default_factory=list)
+    """Task ids kept out of learning (never reflected on, never credited)."""
+    control: bool = False
+    """Run a no-memory arm on the held-out tasks, interleaved with the memory arm."""

@@ -1,0 +1,142 @@
+"""`tbench lessons list|show|reflect|retire|export|import`: the Archivist's memory by hand.
+
+Registered on the main app by `register(app)`; bad input raises `UserError` (one line, exit 2).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from tbench.errors import UserError
+
+if TYPE_CHECKING:
+    from tbench.archivist.memory_service import MemoryStore
+
+console = Console(highlight=False, width=1000)
+ProjectRoot = Annotated[
+    Path | None, typer.Option("--project-root", help="Where .openagents/memory lives (default: cwd)")
+]
+
+
+def _say(text: str) -> None:
+    console.print(text, markup=False, soft_wrap=True)
+
+
+def _store(project_root: Path | None) -> MemoryStore:
+    from tbench.archivist.memory_service import MemoryStore
+
+    return MemoryStore.for_project((project_root or Path.cwd()).resolve())
+
+
+lessons = typer.Typer(help="The Archivist's lessons: list, inspect, reflect on a run, retire, export, import.")
+
+
+@lessons.command("list")
+def list_lessons(
+    project_root: ProjectRoot = None,
+    retired: Annotated[bool, typer.Option("--retired", help="List the archive of retired lessons instead")] = False,
+) -> None:
+    """Active lessons, most important first."""
+    store = _store(project_root)
+    items = store.archive() if retired else store.load()
+    if not items:
+        _say("no retired lessons" if retired else f"no lessons yet in {store.root}")
+        return
+    table = Table("id", "category", "scope", "importance", "+/-", "text" if not retired else "retired because")
+    for x in sorted(items, key=lambda x: (-x.importance, x.id)):
+        scope = x.scope + (f":{x.scope_value}" if x.scope_value else "")
+        last = x.retired_reason or "" if retired else x.text
+        table.add_row(x.id, x.category, scope, f"{x.importance:.2f}", f"{x.helpful}/{x.harmful}", last)
+    console.print(table)
+
+
+@lessons.command("show")
+def show(lesson_id: Annotated[str, typer.Argument(help="Lesson id")], project_root: ProjectRoot = None) -> None:
+    """One lesson (active or archived) as JSON."""
+    lesson = _store(project_root).get(lesson_id)
+    if lesson is None:
+        raise UserError(f"no lesson {lesson_id!r} (see `tbench lessons list`)", field="LESSON_ID")
+    _say(lesson.model_dump_json(indent=2))
+
+
+@lessons.command("retire")
+def retire(
+    lesson_id: Annotated[str, typer.Argument(help="Lesson id")],
+    reason: Annotated[str, typer.Option(help="Why (kept in the archive)")] = "retired by hand",
+    project_root: ProjectRoot = None,
+) -> None:
+    """Move a lesson to the archive; it is no longer injected."""
+    lesson = _store(project_root).retire(lesson_id, reason)
+    _say(f"retired {lesson.id}: {reason}")
+
+
+@lessons.command("export")
+def export(path: Annotated[Path, typer.Argument(help="JSON file to write")], project_root: ProjectRoot = None) -> None:
+    """Write the active lessons to a file (share them, or back them up)."""
+    n = _store(project_root).export(path)
+    _say(f"exported {n} lesson(s) to {path}")
+
+
+@lessons.command("import")
+def import_(
+    path: Annotated[Path, typer.Argument(help="A file from `tbench lessons export`")], project_root: ProjectRoot = None
+) -> None:
+    """Add the lessons of an export; near-duplicates of stored lessons are merged into them."""
+    added, merged = _store(project_root).import_file(path)
+    _say(f"imported {added} lesson(s), merged {merged} into existing ones")
+
+
+@lessons.command("reflect")
+def reflect_cmd(
+    run: Annotated[Path, typer.Argument(help="Run folder (or its state.json)")],
+    iteration: Annotated[int | None, typer.Option(help="Only this iteration [default: every finished one]")] = None,
+    reflect_model: Annotated[
+        str | None, typer.Option(help="ollama:<name> or openai:<name> [default: the run's]")
+    ] = None,
+    ollama_endpoint: Annotated[str | None, typer.Option(help="Ollama server [default: the run's]")] = None,
+    project_root: Annotated[
+        Path | None, typer.Option("--project-root", help="Where .openagents/memory lives [default: the run's]")
+    ] = None,
+) -> None:
+    """Reflect on a finished run now: train trials only, the same delta operations and checks as `--learn`."""
+    from tbench.archivist.loop import base_id, reflection_transport
+    from tbench.archivist.memory_service import MemoryStore
+    from tbench.archivist.service import reflect
+    from tbench.bench.formats import load_suite
+    from tbench.report.runs import load_run_folder
+
+    folder = load_run_folder(run.parent if run.name == "state.json" else run)
+    config = folder.config
+    held = set(config.learning.holdout_tasks)
+    spec = reflect_model or config.learning.reflect_model or config.model
+    settings = config.model_settings
+    if ollama_endpoint:
+        settings = settings.model_copy(update={"ollama_endpoint": ollama_endpoint})
+    transport = reflection_transport(spec, settings)
+    store = MemoryStore.for_project((project_root or Path(config.project_root)).resolve())
+    suite_tasks = load_suite(Path(config.suite)).tasks
+    train = [t for t in suite_tasks if t.id not in held]
+    chosen = [it for it in folder.iterations if iteration is None or it.iteration == iteration]
+    if not chosen:
+        raise UserError(f"iteration {iteration} has not finished in this run", field="--iteration")
+    for it in chosen:
+        results = [r for r in it.results if base_id(r.task_id) not in held and r.task_id == base_id(r.task_id)]
+        log = reflect(
+            store, transport, run_dir=folder.dir, run_id=config.run_id, iteration=it.iteration, results=results,
+            tasks=train, suite_tasks=suite_tasks,
+        )  # fmt: skip
+        applied = [o for o in log.operations if o.applied]
+        _say(f"iteration {it.iteration}: {log.status}, {len(applied)} of {len(log.operations)} operation(s) applied"
+             + (f" — {log.reason}" if log.reason else ""))  # fmt: skip
+        for o in log.operations:
+            if not o.applied:
+                _say(f"  rejected {o.op.get('op', '?')}: {o.reason}")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(lessons, name="lessons")
