@@ -7,13 +7,17 @@ The loop (`agents/tool_loop.py`) speaks only these types; a transport (`llm/olla
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from tbench.bench.tasks import Tokens
+from tbench.errors import InfraError
+
+R = TypeVar("R")
 
 
 class ChatOptions(BaseModel):
@@ -86,6 +90,29 @@ class ModelInfo:
     name: str
     context_length: int | None = None
     capabilities: tuple[str, ...] = ()
+
+
+class RetryableError(Exception):
+    """A failure of the server or the network that another attempt may not meet."""
+
+
+def call_with_retries(once: Callable[[], R], *, retries: int, backoff_sec: float, deadline: float, who: str) -> R:
+    """`once()` until it succeeds, retrying RetryableError with exponential backoff; InfraError when the
+    retries are spent or the next retry would start past `deadline` (one policy for every transport)."""
+    attempt = 0
+    while True:
+        if time.monotonic() >= deadline:
+            raise DeadlineExceeded("the task's time ran out before the model answered")
+        try:
+            return once()
+        except RetryableError as exc:
+            if attempt >= retries:
+                raise InfraError(f"{who} failed after {attempt + 1} attempt(s): {exc}") from None
+            delay = backoff_sec * 2**attempt
+            if time.monotonic() + delay >= deadline:
+                raise InfraError(f"{who} failed and the task's time ran out before a retry: {exc}") from None
+            time.sleep(delay)
+            attempt += 1
 
 
 class DeadlineExceeded(Exception):

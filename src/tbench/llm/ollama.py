@@ -28,8 +28,10 @@ from tbench.llm.chat import (
     ChatReply,
     DeadlineExceeded,
     ModelInfo,
+    RetryableError,
     ToolCall,
     ToolSpec,
+    call_with_retries,
 )
 
 DEFAULT_ENDPOINT = "http://localhost:11434"
@@ -41,7 +43,7 @@ _NODELAY = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
 TOOLS_CATALOGUE = "https://ollama.com/search?c=tools"
 
 
-class _Retryable(Exception):
+class _Retryable(RetryableError):
     """A failure of the server or the network that another attempt may not meet."""
 
 
@@ -116,25 +118,13 @@ class OllamaTransport:
             {"type": "function", "function": {"name": t.name, "description": t.description, "parameters": t.parameters}}
             for t in tools
         ]
-        attempt = 0
-        while True:
-            if time.monotonic() >= deadline:
-                raise DeadlineExceeded("the task's time ran out before the model answered")
-            try:
-                return self._once(wire_messages, wire_tools, deadline)
-            except _Retryable as exc:
-                if attempt >= self.options.retries:
-                    raise InfraError(
-                        f"Ollama at {self.endpoint} failed for {self.model!r} after {attempt + 1} attempt(s): {exc}"
-                    ) from None
-                delay = self.options.retry_backoff_sec * 2**attempt
-                if time.monotonic() + delay >= deadline:
-                    raise InfraError(
-                        f"Ollama at {self.endpoint} failed for {self.model!r} and the task's time ran out before "
-                        f"a retry: {exc}"
-                    ) from None
-                time.sleep(delay)
-                attempt += 1
+        return call_with_retries(
+            lambda: self._once(wire_messages, wire_tools, deadline),
+            retries=self.options.retries,
+            backoff_sec=self.options.retry_backoff_sec,
+            deadline=deadline,
+            who=f"Ollama at {self.endpoint} for {self.model!r}",
+        )
 
     def _client(self) -> ollama.Client:
         client: ollama.Client | None = getattr(self._local, "client", None)

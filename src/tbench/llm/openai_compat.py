@@ -32,8 +32,10 @@ from tbench.llm.chat import (
     ChatReply,
     DeadlineExceeded,
     ModelInfo,
+    RetryableError,
     ToolCall,
     ToolSpec,
+    call_with_retries,
 )
 from tbench.llm.text_calls import find_text_tool_calls
 
@@ -62,7 +64,7 @@ TEXT_CALLS_FIX = (
 )
 
 
-class _Retryable(Exception):
+class _Retryable(RetryableError):
     """A failure of the server or the network that another attempt may not meet."""
 
 
@@ -157,24 +159,13 @@ class OpenAICompatTransport:
 
     def chat(self, messages: Sequence[ChatMessage], tools: Sequence[ToolSpec], *, deadline: float) -> ChatReply:
         client = self._client()
-        attempt = 0
-        while True:
-            if time.monotonic() >= deadline:
-                raise DeadlineExceeded("the task's time ran out before the model answered")
-            try:
-                return self._once(client, messages, tools, deadline)
-            except _Retryable as exc:
-                if attempt >= self.options.retries:
-                    raise InfraError(
-                        f"{self.endpoint} failed for {self.model!r} after {attempt + 1} attempt(s): {exc}"
-                    ) from None
-                delay = self.options.retry_backoff_sec * 2**attempt
-                if time.monotonic() + delay >= deadline:
-                    raise InfraError(
-                        f"{self.endpoint} failed for {self.model!r} and the task's time ran out before a retry: {exc}"
-                    ) from None
-                time.sleep(delay)
-                attempt += 1
+        return call_with_retries(
+            lambda: self._once(client, messages, tools, deadline),
+            retries=self.options.retries,
+            backoff_sec=self.options.retry_backoff_sec,
+            deadline=deadline,
+            who=f"{self.endpoint} for {self.model!r}",
+        )
 
     def _request(self, probe: bool) -> dict[str, Any]:
         o = self.options
