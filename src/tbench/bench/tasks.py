@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tbench.errors import FailureMode
+from tbench.errors import INFRA_MODES, FailureMode
 
 Difficulty = Literal["easy", "medium", "hard", "expert", "unknown"]
 TaskFormat = Literal["tb2", "tb1", "seed"]
@@ -175,6 +175,19 @@ class TrialResult(BaseModel):
     lesson_ids: list[str] = Field(default_factory=list)
     """The Archivist's lessons this trial was shown (credited by its outcome)."""
 
+    @property
+    def is_infra(self) -> bool:
+        """An infra failure says nothing about the agent: left out of every pass rate, retried by policy."""
+        return self.failure_mode in INFRA_MODES
+
+
+def _graded_rate(results: list[TrialResult]) -> tuple[int, int, float]:
+    """(passed, infra errors, pass rate over graded trials) — the one pass-rate rule for every summary."""
+    infra = sum(1 for r in results if r.is_infra)
+    passed = sum(1 for r in results if r.status == "pass")
+    graded = len(results) - infra
+    return passed, infra, round(passed / graded, 6) if graded else 0.0
+
 
 class ModelSummary(BaseModel):
     """One model's share of the trials: runs that mix models (`--claude-validation-rate`) compare them here."""
@@ -195,14 +208,12 @@ def summarize_by_model(results: list[TrialResult]) -> dict[str, ModelSummary]:
     out: dict[str, ModelSummary] = {}
     for model in sorted(groups):
         rs = groups[model]
-        infra = sum(1 for r in rs if r.failure_mode == FailureMode.INFRA_ERROR)
-        passed = sum(1 for r in rs if r.status == "pass")
-        graded = len(rs) - infra
+        passed, infra, rate = _graded_rate(rs)
         out[model] = ModelSummary(
             total=len(rs),
             passed=passed,
             infra_errors=infra,
-            pass_rate=round(passed / graded, 6) if graded else 0.0,
+            pass_rate=rate,
             total_tokens=sum(r.tokens_used for r in rs),
             total_cost_usd=round(sum(r.cost_usd or 0.0 for r in rs), 6),
         )
@@ -233,17 +244,16 @@ class Summary(BaseModel):
         if n == 0:
             return cls()
         count = {s: sum(1 for r in results if r.status == s) for s in ("pass", "fail", "timeout", "error")}
-        infra = sum(1 for r in results if r.failure_mode == FailureMode.INFRA_ERROR)
-        graded = n - infra
+        passed, infra, rate = _graded_rate(results)
         return cls(
             total=n,
-            passed=count["pass"],
+            passed=passed,
             failed=count["fail"],
             timeout=count["timeout"],
             error=count["error"],
             infra_errors=infra,
             retries=sum(r.retries for r in results),
-            pass_rate=round(count["pass"] / graded, 6) if graded else 0.0,
+            pass_rate=rate,
             avg_duration_ms=round(sum(r.duration_ms for r in results) / n, 1),
             avg_turns=round(sum(r.turns for r in results) / n, 3),
             total_tokens=sum(r.tokens_used for r in results),

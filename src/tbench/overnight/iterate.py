@@ -28,7 +28,7 @@ from tbench.bench.episode_store import Episode, EpisodeModelSummary, EpisodeStor
 from tbench.bench.formats import load_suite, select_tasks
 from tbench.bench.tasks import Summary, Task, TerminalBenchResults, TrialResult, utcnow
 from tbench.bench.trial import TrialSpec, run_trial
-from tbench.errors import FailureMode, UserError
+from tbench.errors import UserError
 from tbench.fsutil import SAFE_ID, atomic_write_model, child_path
 from tbench.overnight.state import CONFIG_FILE, IterationState, RunConfig, RunState, load_run
 from tbench.report.run_report import write_reports
@@ -305,7 +305,7 @@ class Run:
         and leave the trial pending. Returns True when committed."""
         ts = it.trials[task.id]
         trial_dir = self.trial_dir(it, task)
-        if result.failure_mode == FailureMode.INFRA_ERROR and ts.retries < self.config.max_retries:
+        if result.is_infra and ts.retries < self.config.max_retries:
             ts.retries += 1
             if trial_dir.exists():
                 self._move_aside(it, trial_dir, "_retries", ts.retries)

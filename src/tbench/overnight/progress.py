@@ -10,7 +10,6 @@ from rich.live import Live
 from rich.text import Text
 
 from tbench.bench.tasks import TrialResult
-from tbench.errors import FailureMode
 
 
 class Progress:
@@ -38,7 +37,7 @@ class Progress:
     def trial_done(self, result: TrialResult) -> None:
         self.done += 1
         self.durations.append(result.duration_ms / 1000)
-        if result.failure_mode != FailureMode.INFRA_ERROR:
+        if not result.is_infra:
             self.graded += 1
             self.passed += result.status == "pass"
 

@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import BaseModel, Field
 
 from tbench.bench.tasks import TrialResult
-from tbench.errors import INFRA_MODES
 
 if TYPE_CHECKING:  # numpy loads on first use: the loop imports this module at start-up
     import numpy as np
@@ -41,7 +40,7 @@ Test = Literal["mcnemar", "sign"]
 
 
 def is_infra(r: TrialResult) -> bool:
-    return r.failure_mode in INFRA_MODES
+    return r.is_infra
 
 
 def cell_of(r: TrialResult) -> Cell:

@@ -7,7 +7,6 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from tbench.bench.tasks import ModelSummary, Outcome, TerminalBenchResults, TrialResult, summarize_by_model
-from tbench.errors import FailureMode
 
 Change = Literal["improved", "regressed", "unchanged"]
 
@@ -35,7 +34,7 @@ class IterationDelta(BaseModel):
 
 
 def _graded(r: TrialResult) -> bool:
-    return r.failure_mode != FailureMode.INFRA_ERROR
+    return not r.is_infra
 
 
 def compute_delta(previous: TerminalBenchResults, current: TerminalBenchResults) -> IterationDelta:
