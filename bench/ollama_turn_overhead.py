@@ -26,14 +26,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.fake_o
 
 from tests.fake_ollama import FakeOllama, Reply, scripted
 
-from tbench.agents.model_adapter import ModelConfig
 from tbench.agents.ollama_agent import OllamaAgent
-from tbench.agents.trajectory import Trajectory
 from tbench.bench.environments.base import TrialLabels
 from tbench.bench.environments.local import LocalEnvironment, confinement
 from tbench.bench.formats import load_suite, select_tasks
 from tbench.bench.trial import AgentContext
-from tbench.llm.chat import ChatMessage, ChatOptions, ChatReply, ChatTransport, ModelInfo, ToolSpec
+from tbench.llm.chat import ChatMessage, ChatReply, ChatTransport, ModelInfo, ToolSpec
+from tbench.models.model_settings import ChatOptions, ModelConfig
+from tbench.models.trajectory import Trajectory
 
 SUITE = Path(__file__).resolve().parents[1] / "src" / "tbench" / "examples" / "local-suite.json"
 TARGET_MS = 50.0

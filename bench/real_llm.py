@@ -46,8 +46,8 @@ def main() -> int:
     ap.add_argument("--temperature", type=float, default=0.7)
     args = ap.parse_args()
 
-    from tbench.llm.chat import ChatOptions
     from tbench.llm.openai_compat import OpenAICompatTransport
+    from tbench.models.model_settings import ChatOptions
 
     port = _port()
     t0 = time.monotonic()

@@ -25,10 +25,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from tbench.bench.episode_store import Episode, EpisodeStore, EpisodeSummary, episode_status
-from tbench.bench.tasks import Summary, TerminalBenchResults, TrialResult
+from tbench.bench.episode_store import EpisodeStore
 from tbench.errors import FailureMode
-from tbench.overnight.state import RunConfig, RunState
+from tbench.models.episode import Episode, EpisodeSummary, episode_status
+from tbench.models.results import Summary, TerminalBenchResults, TrialResult
+from tbench.models.run import RunConfig, RunState
 
 TASKS = [f"task-{i:02d}" for i in range(89)]
 MODELS = ["claude-code:sonnet", "ollama:qwen2.5-coder:7b", "ollama:llama3.1:8b", "claude-code:haiku"]

@@ -24,7 +24,8 @@ from tbench.agents.oracle import OracleAgent
 from tbench.bench.environments import EnvironmentFactory
 from tbench.bench.environments.docker import build_image
 from tbench.bench.formats import load_suite
-from tbench.bench.trial import TrialSpec, run_trial
+from tbench.bench.trial import run_trial
+from tbench.models.trial import TrialSpec
 
 BASE = "localhost/tbench-base:bookworm"
 

@@ -8,15 +8,15 @@ import random
 from collections.abc import Callable
 from pathlib import Path
 
-from tbench.bench.tasks import Summary, TerminalBenchResults, TrialResult
 from tbench.errors import FailureMode
-from tbench.overnight.state import RunConfig, RunState
+from tbench.models.results import Summary, TerminalBenchResults, TrialResult
+from tbench.models.run import RunConfig, RunState
 
 Outcome = tuple[str, FailureMode | None]
 PASS: Outcome = ("pass", None)
 FAIL: Outcome = ("fail", None)
 TIMEOUT: Outcome = ("timeout", FailureMode.AGENT_TIMEOUT)
-ERROR: Outcome = ("error", FailureMode.BUILD_ERROR)
+ERROR: Outcome = ("error", FailureMode.AGENT_ERROR)  # graded (an agent crash); build errors are not
 INFRA: Outcome = ("error", FailureMode.INFRA_ERROR)
 
 

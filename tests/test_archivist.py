@@ -24,12 +24,12 @@ import pytest
 from tbench.archivist.context import estimate_tokens, rank, select
 from tbench.archivist.loop import split_holdout
 from tbench.archivist.memory_service import MemoryStore
-from tbench.archivist.schema import Lesson, LessonFile, lesson_id
 from tbench.archivist.service import LeakGuard, credit, judge, reflect
 from tbench.bench.formats import load_suite
-from tbench.bench.tasks import TrialResult
-from tbench.llm.chat import ChatOptions
 from tbench.llm.ollama import OllamaTransport
+from tbench.models.lessons import Lesson, LessonFile, lesson_id
+from tbench.models.model_settings import ChatOptions
+from tbench.models.results import TrialResult
 from tests.conftest import EXAMPLES, run_cli
 from tests.fake_ollama import FakeOllama, Fault, Reply, scripted
 from tests.synthetic import FAIL, PASS, trial
@@ -202,7 +202,7 @@ from pathlib import Path
 from tbench.archivist.memory_service import MemoryStore
 from tbench.archivist.service import reflect
 from tbench.bench.formats import load_suite
-from tbench.llm.chat import ChatOptions
+from tbench.models.model_settings import ChatOptions
 from tbench.llm.ollama import OllamaTransport
 from tests.synthetic import FAIL, trial
 tasks = load_suite(Path(sys.argv[3])).tasks
@@ -532,8 +532,8 @@ def test_overnight_workers_receive_the_lessons(fake: FakeOllama, tmp_path: Path)
 
 
 def test_an_openai_compatible_model_can_reflect(tmp_path: Path) -> None:
-    from tbench.agents.model_adapter import ModelSettings
     from tbench.archivist.loop import reflection_transport
+    from tbench.models.model_settings import ModelSettings
     from tests.fake_openai import Answer, FakeOpenAI
     from tests.fake_openai import scripted as openai_script
 

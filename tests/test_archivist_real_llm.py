@@ -9,13 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from tbench.agents.model_adapter import ModelSettings
 from tbench.archivist.loop import reflection_transport
 from tbench.archivist.memory_service import MemoryStore
-from tbench.archivist.schema import LessonFile
 from tbench.archivist.service import LeakGuard, reflect
 from tbench.bench.formats import load_suite
-from tbench.llm.chat import ChatOptions
+from tbench.models.lessons import LessonFile
+from tbench.models.model_settings import ChatOptions, ModelSettings
 from tests.conftest import EXAMPLES
 from tests.synthetic import FAIL, PASS, trial
 from tests.test_real_llm import ARTIFACTS, MODEL, llm_server

@@ -13,12 +13,15 @@ from typing import Any
 import pytest
 
 from tbench.agents.claude_code import ClaudeCodeAgent
-from tbench.agents.model_adapter import ModelConfig, choose_model
-from tbench.agents.trajectory import Trajectory
+from tbench.agents.model_adapter import choose_model
 from tbench.bench.environments import EnvironmentFactory
 from tbench.bench.formats import load_suite, select_tasks
-from tbench.bench.tasks import Task, TrialResult
-from tbench.bench.trial import TrialSpec, run_trial
+from tbench.bench.trial import run_trial
+from tbench.models.model_settings import ModelConfig
+from tbench.models.results import TrialResult
+from tbench.models.task import Task
+from tbench.models.trajectory import Trajectory
+from tbench.models.trial import TrialSpec
 from tests.conftest import EXAMPLES, run_cli
 from tests.fake_anthropic import ApiError, FakeAnthropic, Turn, bash, scripted
 
@@ -199,7 +202,8 @@ def test_claude_validation_rate_mixes_models_reproducibly_and_reports_split(tmp_
     summary = json.loads((out / "summary.json").read_text())
     assert summary["by_model"]["oracle"]["pass_rate"] == 1.0
     assert summary["by_model"]["claude-code"] == {
-        "total": n_claude, "passed": 0, "infra_errors": 0, "pass_rate": 0.0, "total_tokens": n_claude * 1280,
+        "total": n_claude, "passed": 0, "infra_errors": 0, "build_errors": 0, "graded": n_claude, "pass_rate": 0.0,
+        "total_tokens": n_claude * 1280,
         "total_cost_usd": summary["by_model"]["claude-code"]["total_cost_usd"],
     }  # fmt: skip
     report = (out / "report.md").read_text()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tbench.bench.tasks import TerminalBenchResults, TrialResult
+from tbench.models.results import TerminalBenchResults, TrialResult
 from tests.conftest import EXAMPLES, run_cli
 
 

@@ -17,7 +17,7 @@ import pytest
 from tbench.bench.environments.base import TrialLabels
 from tbench.bench.environments.docker import LABEL_RUN, DockerEnvironment, build_image
 from tbench.bench.formats import load_suite
-from tbench.bench.tasks import FileCopy
+from tbench.models.task import FileCopy
 from tests import taskfactory
 from tests.conftest import EXAMPLES, run_cli
 

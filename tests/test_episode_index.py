@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tbench.bench.episode_store import Episode, EpisodeStore, EpisodeSummary
-from tbench.bench.tasks import Summary
+from tbench.bench.episode_store import EpisodeStore
+from tbench.models.episode import Episode, EpisodeSummary
+from tbench.models.results import Summary
 from tests.synthetic import FAIL, INFRA, PASS, TIMEOUT, trial, write_run
 
 

@@ -6,7 +6,8 @@ import json
 import multiprocessing
 from pathlib import Path
 
-from tbench.bench.episode_store import Episode, EpisodeStore, EpisodeSummary, episode_status
+from tbench.bench.episode_store import EpisodeStore
+from tbench.models.episode import Episode, EpisodeSummary, episode_status
 
 
 def make(i: int, *, run: str = "r1", model: str = "oracle", rate: float = 1.0, finished: str = "") -> Episode:

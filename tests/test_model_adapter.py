@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from tbench.agents.model_adapter import (
-    ModelSettings,
     build_model_plan,
     choose_model,
     normalize_endpoint,
@@ -15,6 +14,7 @@ from tbench.agents.model_adapter import (
 from tbench.agents.tool_loop import TRIMMED, fit_context
 from tbench.errors import UserError
 from tbench.llm.chat import ChatMessage, ToolCall
+from tbench.models.model_settings import ModelSettings
 from tbench.secrets import MASK, Redactor, without_secrets
 
 
@@ -37,9 +37,9 @@ def test_model_forms(spec: str, label: str, kind: str, model: str | None) -> Non
 def test_model_options_are_validated_into_one_line_errors() -> None:
     opts = parse_model_options(["num_ctx=65536", "temperature=0.2", "keep_alive=30m", "seed=3", "think=false"])
     assert (opts.num_ctx, opts.temperature, opts.keep_alive, opts.seed, opts.think) == (65536, 0.2, "30m", 3, False)
-    with pytest.raises(UserError, match=r"--model-option: num_ctx: .*options: num_ctx, temperature"):
+    with pytest.raises(UserError, match=r"model_option: num_ctx: .*options: num_ctx, temperature"):
         parse_model_options(["num_ctx=lots"])
-    with pytest.raises(UserError, match="--model-option: bogus: Extra inputs are not permitted"):
+    with pytest.raises(UserError, match="model_option: bogus: Extra inputs are not permitted"):
         parse_model_options(["bogus=1"])
     with pytest.raises(UserError, match="expected KEY=VALUE"):
         parse_model_options(["num_ctx"])
@@ -61,7 +61,7 @@ def test_endpoints_are_read_like_ollama_host(given: str, url: str) -> None:
 
 
 def test_bad_endpoint_and_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
-    with pytest.raises(UserError, match="--ollama-endpoint"):
+    with pytest.raises(UserError, match="ollama_endpoint"):
         normalize_endpoint("ftp://x")
     monkeypatch.delenv("OLLAMA_HOST", raising=False)
     plan = build_model_plan("ollama:qwen3:8b", ModelSettings())
@@ -87,7 +87,7 @@ def test_model_plan_splits_trials_and_keeps_the_seed() -> None:
     assert plan.settings.effective_options().seed == plan.settings.seed  # also seeds the sampler
     labels = {plan.choose(i, f"t{t}").label for i in range(1, 4) for t in range(30)}
     assert labels == {"ollama:qwen3:8b", "claude-code"}
-    with pytest.raises(UserError, match=r"--claude-validation-rate: .*already claude-code"):
+    with pytest.raises(UserError, match=r"claude_validation_rate: .*already claude-code"):
         build_model_plan("claude-code", ModelSettings(claude_validation_rate=0.1))
     single = build_model_plan("oracle", ModelSettings(seed=5))
     assert {single.choose(1, f"t{t}").label for t in range(30)} == {"oracle"}

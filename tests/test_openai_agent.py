@@ -15,10 +15,11 @@ from typing import Any
 
 import pytest
 
-from tbench.agents.model_adapter import ModelConfig, create_model_runner
+from tbench.agents.model_adapter import create_model_runner
 from tbench.agents.openai_agent import OpenAIAgent
-from tbench.agents.trajectory import Trajectory
 from tbench.llm.text_calls import find_text_tool_calls
+from tbench.models.model_settings import ModelConfig
+from tbench.models.trajectory import Trajectory
 from tests.conftest import EXAMPLES, run_cli
 from tests.fake_openai import TEXT_PROBE, Answer, FakeOpenAI, scripted
 

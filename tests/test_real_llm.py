@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 from filelock import FileLock
 
-from tbench.agents.trajectory import Trajectory
+from tbench.models.trajectory import Trajectory
 from tests.conftest import EXAMPLES, ROOT, run_cli
 
 SCRIPT = ROOT / "scripts" / "local-llm.sh"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tbench.report.stats import Comparison
+from tbench.stats.inference import Comparison
 from tests.reportfixtures import counter_task, iterate, ok_task, tbench, write_suite
 from tests.synthetic import noisy_run
 
@@ -171,9 +171,9 @@ def test_episodes_without_a_store_says_where_it_looked(tmp_path: Path) -> None:
 
 def test_a_run_stopped_before_its_first_iteration_still_gets_both_reports(runs: Runs, tmp_path: Path) -> None:
     """The loop writes the reports at every stop, also before anything finished; nothing may fail there."""
-    from tbench.overnight.state import RunConfig, RunState
+    from tbench.models.run import RunConfig, RunState
     from tbench.report.run_report import write_reports
-    from tbench.report.summary import summarize_run
+    from tbench.stats.summaries import summarize_run
 
     config = RunConfig.model_validate_json((runs.nop / "config.json").read_text())
     config = config.model_copy(update={"run_id": "early", "output": str(tmp_path)})

@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from tbench.bench.tasks import TrialResult
-from tbench.report.stats import (
+from tbench.models.results import TrialResult
+from tbench.stats.inference import (
     Z95,
     CostStat,
     RateLine,

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from tbench.bench.tasks import Summary, TrialResult
 from tbench.bench.trial import AgentResult, decide
 from tbench.bench.verifier import Verdict, _no_verdict, is_pass, parse_pytest, read_rewards
 from tbench.errors import BuildError, FailureMode, InfraError
+from tbench.models.results import Summary, TrialResult
 
 PYTEST_OUT = """\
 ============================= test session starts ==============================
@@ -139,4 +139,4 @@ def test_summary_excludes_infra_errors_from_pass_rate() -> None:
     assert (s.total, s.passed, s.failed, s.timeout, s.error, s.infra_errors) == (4, 1, 1, 1, 1, 1)
     assert s.pass_rate == pytest.approx(1 / 3)
     assert s.total_tokens == 40 and s.avg_turns == 2
-    assert Summary.of([]).pass_rate == 0.0
+    assert Summary.of([]).pass_rate is None  # nothing graded: no rate, never 0%

@@ -6,23 +6,46 @@ A `TrialError` carries a `FailureMode`, so the loop can classify without parsing
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 
 class UserError(Exception):
-    """Bad input the user must fix: printed as one line, exit code 2."""
+    """Bad input the user must fix: printed as one line, exit code 2.
+
+    `field` names what was wrong: an option or config field (`iterations`, `timeout_sec`), or a location inside
+    `path` (`tasks.0.id`). The core never names CLI flags; the CLI renders the line with its own labels
+    (`render(label)`), and `str()` shows the field as it is.
+    """
 
     def __init__(self, message: str, *, path: Path | str | None = None, field: str | None = None) -> None:
+        self.message = message
+        self.path = path
+        self.field = field
+        super().__init__(self.render())
+
+    def render(self, label: Callable[[str], str] | None = None) -> str:
+        """The one line: `[path: ][field: ]message`, the field shown through `label` when given."""
+        field = label(self.field) if label is not None and self.field else self.field
         where = ""
-        if path is not None:
-            where = f"{path}"
+        if self.path is not None:
+            where = f"{self.path}"
             if field:
                 where += f": {field}"
             where += ": "
         elif field:
             where = f"{field}: "
-        super().__init__(f"{where}{message}")
+        return f"{where}{self.message}"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickle (worker processes) with message, path and field kept apart."""
+        return (_rebuild_user_error, (type(self), self.message, self.path, self.field))
+
+
+def _rebuild_user_error(cls: type[UserError], message: str, path: Path | str | None, field: str | None) -> UserError:
+    return cls(message, path=path, field=field)
 
 
 class FailureMode(StrEnum):
@@ -63,7 +86,3 @@ class AgentError(TrialError):
 
 class VerifierParseError(TrialError):
     mode = FailureMode.PARSE_ERROR
-
-
-#: Failure modes that say nothing about the agent: excluded from pass rates, retried by policy.
-INFRA_MODES = frozenset({FailureMode.INFRA_ERROR})

@@ -12,9 +12,9 @@ from collections.abc import Sequence
 
 from tbench.bench.environments.base import AgentNeeds, Environment
 from tbench.bench.environments.local import confinement
-from tbench.bench.tasks import Task
 from tbench.bench.trial import AgentContext, AgentResult
 from tbench.errors import UserError
+from tbench.models.task import Task
 
 __all__ = ["AgentContext", "AgentNeeds", "AgentResult", "ModelRunner"]
 
@@ -47,5 +47,5 @@ def require_confinement(agent: str, tasks: Sequence[Task], *, unsafe: bool) -> N
     raise UserError(
         f"the {agent} agent would run its commands on this host unconfined for local task(s) {shown}: "
         f"{jail.reason}. Install bubblewrap, or accept the risk with --unsafe-host-agent",
-        field="--model",
+        field="model",
     )

@@ -31,14 +31,16 @@ from urllib.parse import urlsplit
 
 from tbench.agents.base import AgentContext, AgentNeeds, AgentResult, ModelRunner, require_confinement
 from tbench.agents.prompts import claude_code_append_prompt
-from tbench.agents.trajectory import Step, StopReason, ToolCallRecord, ToolResultRecord, TrajectoryRecorder
+from tbench.agents.trajectory import TrajectoryRecorder
 from tbench.bench.environments.base import Environment
-from tbench.bench.tasks import Task, Tokens, utcnow
 from tbench.errors import FailureMode, UserError
+from tbench.models.common import Tokens, utcnow
+from tbench.models.task import Task
+from tbench.models.trajectory import Step, StopReason, ToolCallRecord, ToolResultRecord
 from tbench.secrets import Redactor
 
 if TYPE_CHECKING:
-    from tbench.agents.model_adapter import ModelConfig
+    from tbench.models.model_settings import ModelConfig
 
 #: Which `claude` to use; default: the one on PATH (`npm install -g @anthropic-ai/claude-code`).
 CLAUDE_BIN_ENV = "TBENCH_CLAUDE_BIN"
@@ -87,7 +89,7 @@ def find_claude() -> Path:
         raise UserError(
             f"the claude CLI is not installed ({'not at ' + configured if configured else 'not on PATH'}); install "
             f"it with `npm install -g @anthropic-ai/claude-code` or point {CLAUDE_BIN_ENV} at it",
-            field="--model",
+            field="model",
         )
     return Path(found).resolve()
 
@@ -281,7 +283,7 @@ class ClaudeCodeAgent(ModelRunner):
             raise UserError(
                 f"Claude Code needs credentials in the environment: set {' or '.join(CREDENTIALS)} "
                 "(they are passed to the CLI, never written to disk)",
-                field="--model",
+                field="model",
             )
         binary = self.binary
         docker_tasks = [t for t in tasks if t.environment.kind == "docker"]
@@ -290,22 +292,22 @@ class ClaudeCodeAgent(ModelRunner):
                 f"{binary} is not Claude Code's native binary, so it cannot be mounted into task containers; "
                 "install a current version with `npm install -g @anthropic-ai/claude-code` (without "
                 "--ignore-scripts or --omit=optional)",
-                field="--model",
+                field="model",
             )
         try:
             probe = subprocess.run([str(binary), "--version"], capture_output=True, text=True, timeout=60, check=False)
         except (OSError, subprocess.TimeoutExpired) as exc:
-            raise UserError(f"{binary} cannot run: {exc}", field="--model") from None
+            raise UserError(f"{binary} cannot run: {exc}", field="model") from None
         if probe.returncode != 0:
             why = (probe.stderr or probe.stdout).strip().splitlines()[-1:] or [f"exit {probe.returncode}"]
-            raise UserError(f"`{binary} --version` failed: {why[0]}", field="--model")
+            raise UserError(f"`{binary} --version` failed: {why[0]}", field="model")
         offline = [t.id for t in docker_tasks if t.environment.network_mode == "no-network"]
         if offline and not is_loopback_url(self.base_url()):
             raise UserError(
                 f"task(s) {', '.join(offline[:5])} have no network, so Claude Code inside them cannot reach "
                 f"{self.base_url() or 'the Anthropic API'}; point ANTHROPIC_BASE_URL at a proxy on this host's "
                 "loopback, or leave those tasks out with --tasks",
-                field="--model",
+                field="model",
             )
 
     def environment_needs(self, task: Task) -> AgentNeeds:

@@ -14,17 +14,15 @@ import inspect
 import os
 import secrets
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
 from tbench.agents.base import ModelRunner
-from tbench.bench.tasks import Task
 from tbench.errors import UserError
-from tbench.llm.chat import ChatOptions
-
-ModelType = Literal["claude-code", "ollama", "openai", "oracle", "nop"]
+from tbench.models.model_settings import ChatOptions, ModelConfig, ModelSettings
+from tbench.models.task import Task
 
 #: name → "module:Class". Adding an agent is one file plus one line here.
 RUNNERS: dict[str, str] = {
@@ -38,47 +36,6 @@ RUNNERS: dict[str, str] = {
 DEFAULT_MODEL = "claude-code"
 DEFAULT_OLLAMA_ENDPOINT = "http://localhost:11434"
 OLLAMA_PORT = 11434
-
-
-class ModelConfig(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    type: ModelType
-    model: str | None = None
-    """For ollama: "codellama:34b"; for claude-code: an optional model name."""
-    endpoint: str | None = None
-    options: ChatOptions = Field(default_factory=ChatOptions)
-    """Model-call settings of chat-API agents (ollama)."""
-    unsafe_host_agent: bool = False
-    """The user accepted running this agent's commands unconfined on the host where no sandbox exists."""
-
-    @property
-    def label(self) -> str:
-        """How the model is named in results and episodes: the `--model` string, normalised."""
-        return f"{self.type}:{self.model}" if self.model else self.type
-
-
-class ModelSettings(BaseModel):
-    """A run's model settings besides `--model`, kept in config.json: endpoints yes, keys and tokens never."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    ollama_endpoint: str | None = None
-    openai_endpoint: str | None = None
-    """Base URL of an OpenAI-compatible server (`--openai-endpoint` or OPENAI_BASE_URL); OPENAI_API_KEY is
-    read from the environment at each call and never stored."""
-    anthropic_base_url: str | None = None
-    """Recorded from ANTHROPIC_BASE_URL for the record; the key that goes with it is never stored."""
-    options: ChatOptions = Field(default_factory=ChatOptions)
-    claude_validation_rate: float = Field(default=0.0, ge=0.0, le=1.0)
-    seed: int | None = None
-    unsafe_host_agent: bool = False
-
-    def effective_options(self) -> ChatOptions:
-        """`--seed` seeds the model's sampler too, unless a `seed` model option says otherwise."""
-        if self.options.seed is None and self.seed is not None:
-            return self.options.model_copy(update={"seed": self.seed})
-        return self.options
 
 
 def parse_model(
@@ -98,12 +55,12 @@ def parse_model(
     if kind in ("ollama", "openai"):
         if not rest:
             raise UserError(
-                f"{spec!r} names no model; write {kind}:<model>, e.g. {kind}:qwen2.5-coder:7b", field="--model"
+                f"{spec!r} names no model; write {kind}:<model>, e.g. {kind}:qwen2.5-coder:7b", field="model"
             )
         return ModelConfig(type=kind, model=rest, endpoint=endpoint, options=options or ChatOptions(), **extra)
     raise UserError(
         f"unknown model {spec!r}; use claude-code[:<model>], ollama:<name>, openai:<name>, oracle or nop",
-        field="--model",
+        field="model",
     )
 
 
@@ -113,7 +70,7 @@ def parse_model_options(items: Sequence[str]) -> ChatOptions:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise UserError(f"expected KEY=VALUE, got {item!r}", field="--model-option")
+            raise UserError(f"expected KEY=VALUE, got {item!r}", field="model_option")
         values[key.strip()] = value.strip()
     try:
         return ChatOptions.model_validate(values)
@@ -121,10 +78,10 @@ def parse_model_options(items: Sequence[str]) -> ChatOptions:
         err = exc.errors()[0]
         key = ".".join(str(p) for p in err["loc"]) or "?"
         valid = ", ".join(ChatOptions.model_fields)
-        raise UserError(f"{key}: {err['msg']} (options: {valid})", field="--model-option") from None
+        raise UserError(f"{key}: {err['msg']} (options: {valid})", field="model_option") from None
 
 
-def normalize_endpoint(value: str, *, default_port: int = OLLAMA_PORT, field: str = "--ollama-endpoint") -> str:
+def normalize_endpoint(value: str, *, default_port: int = OLLAMA_PORT, field: str = "ollama_endpoint") -> str:
     """`host`, `host:port` or a URL into a URL, the way Ollama's own client reads OLLAMA_HOST; a bind-all
     address (0.0.0.0, often set for `ollama serve`) means this machine."""
     text = value.strip().rstrip("/")
@@ -165,7 +122,7 @@ def model_settings_from_flags(given: dict[str, Any]) -> ModelSettings:
     flags = {k: given.pop(k) for k in MODEL_FLAGS if k in given}
     rate = flags.get("claude_validation_rate")
     if rate is not None and not 0.0 <= float(rate) <= 1.0:
-        raise UserError(f"must be between 0 and 1 (got {rate:g})", field="--claude-validation-rate")
+        raise UserError(f"must be between 0 and 1 (got {rate:g})", field="claude_validation_rate")
     return ModelSettings(
         ollama_endpoint=flags.get("ollama_endpoint"),
         openai_endpoint=flags.get("openai_endpoint"),
@@ -185,7 +142,7 @@ def default_ollama_endpoint() -> str:
 def openai_base_url(flag: str | None) -> str:
     """`--openai-endpoint`, else OPENAI_BASE_URL, else OpenAI's own API. A URL with no path gets `/v1`, where
     llama-server, vLLM, LM Studio and Ollama all serve the API."""
-    field = "--openai-endpoint" if flag else "OPENAI_BASE_URL"
+    field = "openai_endpoint" if flag else "OPENAI_BASE_URL"
     value = (flag or os.environ.get("OPENAI_BASE_URL") or "").strip()
     if not value:
         from tbench.llm.openai_compat import DEFAULT_ENDPOINT
@@ -260,7 +217,7 @@ def build_model_plan(spec: str, settings: ModelSettings) -> ModelPlan:
             raise UserError(
                 "sends a share of trials to Claude Code, but --model is already claude-code; use it with another "
                 "model, e.g. --model ollama:qwen2.5-coder:32b",
-                field="--claude-validation-rate",
+                field="claude_validation_rate",
             )
         if settings.seed is None:
             settings = settings.model_copy(update={"seed": secrets.randbelow(2**31)})
@@ -283,7 +240,7 @@ def create_model_runner(config: ModelConfig) -> ModelRunner:
         raise UserError(
             f"the {config.type!r} agent is not available in tbench {_version()}; available: "
             f"{', '.join(sorted(RUNNERS))}",
-            field="--model",
+            field="model",
         )
     module_name, _, cls_name = target.partition(":")
     cls = getattr(importlib.import_module(module_name), cls_name)

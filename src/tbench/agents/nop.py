@@ -5,7 +5,8 @@ from __future__ import annotations
 from tbench.agents.base import AgentContext, AgentResult, ModelRunner
 from tbench.agents.trajectory import TrajectoryRecorder
 from tbench.bench.environments.base import Environment
-from tbench.bench.tasks import Task, Tokens
+from tbench.models.common import Tokens
+from tbench.models.task import Task
 
 
 class NopAgent(ModelRunner):

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from tbench.agents.base import AgentContext, AgentResult, ModelRunner
-from tbench.agents.trajectory import ToolCallRecord, ToolResultRecord, TrajectoryRecorder
+from tbench.agents.trajectory import TrajectoryRecorder
 from tbench.bench.environments.base import Environment
-from tbench.bench.tasks import Task, Tokens, utcnow
 from tbench.errors import FailureMode
 from tbench.fsutil import tail
+from tbench.models.common import Tokens, utcnow
+from tbench.models.task import Task
+from tbench.models.trajectory import ToolCallRecord, ToolResultRecord
 
 RAW_OUTPUT = "oracle.txt"
 

@@ -20,16 +20,18 @@ from typing import TYPE_CHECKING
 from tbench.agents.base import AgentContext, AgentNeeds, AgentResult, ModelRunner, require_confinement
 from tbench.agents.prompts import tool_agent_system_prompt
 from tbench.agents.tools import Toolbox, clip
-from tbench.agents.trajectory import Step, StopReason, ToolCallRecord, ToolResultRecord, TrajectoryRecorder
+from tbench.agents.trajectory import TrajectoryRecorder
 from tbench.bench.environments.base import Environment
-from tbench.bench.tasks import Task, Tokens, utcnow
 from tbench.errors import FailureMode, InfraError, UserError
 from tbench.llm.chat import ChatMessage, ChatReply, ChatTransport, DeadlineExceeded, ToolCall, ToolSpec
 from tbench.llm.text_calls import find_text_tool_calls
+from tbench.models.common import Tokens, utcnow
+from tbench.models.task import Task
+from tbench.models.trajectory import Step, StopReason, ToolCallRecord, ToolResultRecord
 from tbench.secrets import Redactor
 
 if TYPE_CHECKING:
-    from tbench.agents.model_adapter import ModelConfig
+    from tbench.models.model_settings import ModelConfig
 
 #: Rough characters per token, on the safe side for code and logs; used only to decide when to trim.
 CHARS_PER_TOKEN = 3.0

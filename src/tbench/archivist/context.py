@@ -9,8 +9,8 @@ import math
 from dataclasses import dataclass
 from datetime import datetime
 
-from tbench.archivist.schema import Lesson
-from tbench.bench.tasks import Task
+from tbench.models.lessons import Lesson
+from tbench.models.task import Task
 
 WEIGHTS = (0.4, 0.3, 0.3)
 """importance, recency, relevance"""

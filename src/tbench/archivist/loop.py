@@ -12,18 +12,19 @@ from typing import TYPE_CHECKING, Any
 
 from tbench.archivist.context import Selection, select
 from tbench.archivist.memory_service import MemoryStore
-from tbench.archivist.schema import LearningConfig, Lesson, ReflectionLog
 from tbench.archivist.service import credit, reflect
-from tbench.bench.tasks import Outcome, Task, TrialResult
 from tbench.errors import UserError
 from tbench.fsutil import atomic_write_model
 from tbench.llm.chat import ChatTransport
+from tbench.models.grading import Outcome
+from tbench.models.layout import RunLayout
+from tbench.models.lessons import LearningConfig, Lesson, ReflectionLog
+from tbench.models.results import CONTROL_SUFFIX, TrialResult, base_id, is_control
+from tbench.models.task import Task
 
 if TYPE_CHECKING:
-    from tbench.agents.model_adapter import ModelSettings
+    from tbench.models.model_settings import ModelSettings
 
-CONTROL_SUFFIX = "--control"
-REFLECTION_FILE = "reflection.json"
 LEARNING_FLAGS = ("learn", "memory", "reflect_model", "holdout", "control")
 
 
@@ -44,20 +45,20 @@ def learning_from_flags(given: dict[str, Any], task_ids: list[str] | None = None
     memory = flags.get("memory")
     if flags.get("learn"):
         if memory not in (None, "learn"):
-            raise UserError(f"--learn means --memory learn, not {memory}", field="--learn")
+            raise UserError(f"--learn means --memory learn, not {memory}", field="learn")
         memory = "learn"
     memory = memory or "off"
     if memory not in ("off", "read", "learn"):
-        raise UserError(f"expected off, read or learn (got {memory!r})", field="--memory")
+        raise UserError(f"expected off, read or learn (got {memory!r})", field="memory")
     holdout = float(flags.get("holdout") or 0.0)
     if not 0.0 <= holdout < 1.0:
-        raise UserError(f"must be at least 0 and below 1 (got {holdout:g})", field="--holdout")
+        raise UserError(f"must be at least 0 and below 1 (got {holdout:g})", field="holdout_fraction")
     if flags.get("control") and holdout <= 0:
-        raise UserError("needs held-out tasks to run on; add --holdout FRACTION", field="--control")
+        raise UserError("needs held-out tasks to run on; add --holdout FRACTION", field="control")
     if flags.get("control") and memory == "off":
-        raise UserError("compares memory against none; add --learn or --memory read", field="--control")
+        raise UserError("compares memory against none; add --learn or --memory read", field="control")
     if flags.get("reflect_model") and memory != "learn":
-        raise UserError("only matters with --learn (or --memory learn)", field="--reflect-model")
+        raise UserError("only matters with --learn (or --memory learn)", field="reflect_model")
     return LearningConfig(
         memory=memory, reflect_model=flags.get("reflect_model"), holdout_fraction=holdout,
         control=bool(flags.get("control")),
@@ -76,14 +77,6 @@ def with_control(tasks: list[Task], config: LearningConfig) -> list[Task]:
         if t.id in held:
             out.append(t.model_copy(update={"id": t.id + CONTROL_SUFFIX}))
     return out
-
-
-def base_id(task_id: str) -> str:
-    return task_id.removesuffix(CONTROL_SUFFIX)
-
-
-def is_control(task_id: str) -> bool:
-    return task_id.endswith(CONTROL_SUFFIX)
 
 
 def reflection_transport(spec: str, settings: ModelSettings) -> ChatTransport:
@@ -106,7 +99,7 @@ def reflection_transport(spec: str, settings: ModelSettings) -> ChatTransport:
     raise UserError(
         f"{spec!r} cannot reflect: reflection needs a chat-API model; give --reflect-model ollama:<name> or "
         "openai:<name>",
-        field="--reflect-model",
+        field="reflect_model",
     )
 
 
@@ -156,7 +149,7 @@ class Learning:
             self.store, self.transport_factory(), run_dir=run_dir, run_id=run_id, iteration=iteration,
             results=train, tasks=tasks, suite_tasks=suite_tasks,
         )  # fmt: skip
-        atomic_write_model(run_dir / "iterations" / f"{iteration:03d}" / REFLECTION_FILE, log)
+        atomic_write_model(RunLayout(run_dir).iteration(iteration).reflection, log)
         return log
 
 

@@ -17,14 +17,12 @@ from typing import TypeVar
 from filelock import FileLock
 from pydantic import ValidationError
 
-from tbench.archivist.schema import Lesson, LessonFile, normalize
-from tbench.bench.tasks import utcnow
 from tbench.errors import UserError
 from tbench.fsutil import atomic_write_model
+from tbench.models.common import read_model, utcnow
+from tbench.models.layout import ARCHIVE_FILE, LESSONS_FILE, ProjectLayout
+from tbench.models.lessons import Lesson, LessonFile, normalize
 
-MEMORY_DIR = Path(".openagents") / "memory"
-LESSONS_FILE = "lessons.json"
-ARCHIVE_FILE = "archive.jsonl"
 #: Token-set overlap at or above which two lessons count as the same rule.
 DUPLICATE_JACCARD = 0.8
 
@@ -65,17 +63,14 @@ class MemoryStore:
 
     @classmethod
     def for_project(cls, project_root: Path) -> MemoryStore:
-        return cls(project_root / MEMORY_DIR)
+        return cls(ProjectLayout(project_root).memory_dir)
 
     # ------------------------------------------------------------------ reading
 
     def load(self) -> list[Lesson]:
         if not self.lessons_path.is_file():
             return []
-        try:
-            return LessonFile.model_validate_json(self.lessons_path.read_text()).lessons
-        except ValidationError as exc:
-            raise UserError(f"unreadable lesson store ({exc.errors()[0]['msg']})", path=self.lessons_path) from None
+        return read_model(self.lessons_path, LessonFile, "a lesson store").lessons
 
     def archive(self) -> list[Lesson]:
         if not self.archive_path.is_file():
@@ -129,7 +124,7 @@ class MemoryStore:
                     lesson.retired_reason, lesson.updated_at = reason, utcnow()
                     retired.append(lesson)
                     return lesson
-            raise UserError(f"no active lesson {lesson_id!r} (see `tbench lessons list`)", field="LESSON_ID")
+            raise UserError(f"no active lesson {lesson_id!r} (see `tbench lessons list`)", field="lesson_id")
 
         return self.transact(change)
 

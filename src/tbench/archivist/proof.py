@@ -8,18 +8,20 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from tbench.archivist.loop import REFLECTION_FILE, base_id, is_control
-from tbench.archivist.schema import LearningConfig, ReflectionLog
-from tbench.bench.tasks import TerminalBenchResults, TrialResult
-from tbench.report.stats import compare
+from tbench.models.grading import NO_GRADED_TRIAL
+from tbench.models.layout import RunLayout
+from tbench.models.lessons import LearningConfig, ReflectionLog
+from tbench.models.results import TerminalBenchResults, TrialResult, base_id, tally
+from tbench.stats.inference import compare
 
 
 def _rate(rs: list[TrialResult]) -> str:
-    graded = [r for r in rs if r.status != "error"]
-    if not graded:
-        return "—"
-    passed = sum(r.status == "pass" for r in graded)
-    return f"{passed}/{len(graded)} ({passed / len(graded):.0%})"
+    """The grading policy's tally, as the headline tables count (ungraded trials shown apart)."""
+    t = tally(rs)
+    if t.rate is None:
+        return NO_GRADED_TRIAL if rs else "—"
+    text = f"{t.passed}/{t.graded} ({t.rate:.0%})"
+    return text + (f", {t.ungraded} not graded" if t.ungraded else "")
 
 
 def learning_markdown(run_dir: Path, config: LearningConfig, iterations: list[TerminalBenchResults]) -> list[str]:
@@ -37,11 +39,11 @@ def learning_markdown(run_dir: Path, config: LearningConfig, iterations: list[Te
     control_arm: list[TrialResult] = []
     for it in iterations:
         mem = [r for r in it.results if r.task_id in held]
-        ctl = [r.model_copy(update={"task_id": base_id(r.task_id)}) for r in it.results if is_control(r.task_id)]
+        ctl = [r.model_copy(update={"task_id": base_id(r.task_id)}) for r in it.control_results]
         memory_arm += mem
         control_arm += ctl
         status, applied = "—", "—"
-        path = run_dir / "iterations" / f"{it.iteration:03d}" / REFLECTION_FILE
+        path = RunLayout(run_dir).iteration(it.iteration).reflection
         if path.is_file():
             try:
                 log = ReflectionLog.model_validate_json(path.read_text())

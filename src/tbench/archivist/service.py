@@ -19,9 +19,14 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from tbench.agents.trajectory import TRAJECTORY_FILE, Trajectory
 from tbench.archivist.memory_service import MemoryStore, absorb, find_duplicate
-from tbench.archivist.schema import (
+from tbench.errors import UserError
+from tbench.fsutil import tail
+from tbench.llm.chat import ChatMessage, ChatTransport
+from tbench.models.common import utcnow
+from tbench.models.grading import Outcome
+from tbench.models.layout import TrialPaths
+from tbench.models.lessons import (
     AddOp,
     DeltaOp,
     Lesson,
@@ -31,9 +36,9 @@ from tbench.archivist.schema import (
     UpdateOp,
     lesson_id,
 )
-from tbench.bench.tasks import Outcome, SolutionSpec, Task, TrialResult, utcnow
-from tbench.fsutil import tail
-from tbench.llm.chat import ChatMessage, ChatTransport
+from tbench.models.results import TrialResult
+from tbench.models.task import SolutionSpec, Task
+from tbench.models.trajectory import Trajectory
 
 REFLECT_TIMEOUT_SEC = 600.0
 MAX_TRIALS_SHOWN = 12
@@ -120,11 +125,11 @@ def trial_digest(run_dir: Path, result: TrialResult, task: Task, *, max_steps: i
         f"category: {task.category}; outcome: {result.status}; failure mode: {result.failure_mode or 'none'}; "
         f"turns: {result.turns}",
     ]
-    path = run_dir / result.trial_dir / "agent" / TRAJECTORY_FILE
+    path = TrialPaths(run_dir / result.trial_dir).trajectory
     if path.is_file():
         try:
             traj = Trajectory.model_validate_json(path.read_text())
-        except ValidationError:
+        except (ValidationError, UserError):  # unreadable or from a newer tbench: reflect without it
             traj = None
         if traj is not None:
             lines.append(f"agent stop reason: {traj.stop_reason}")

@@ -20,12 +20,13 @@ from typing import Any
 from filelock import FileLock
 from pydantic import BaseModel, ValidationError
 
-from tbench.bench.episode_store import Episode
-from tbench.bench.tasks import Outcome, TerminalBenchResults, TrialResult
 from tbench.errors import FailureMode
+from tbench.models.episode import Episode
+from tbench.models.grading import Outcome
+from tbench.models.results import TerminalBenchResults, TrialResult
 
 INDEX_FILE = "index.sqlite"
-SCHEMA_VERSION = "5"
+SCHEMA_VERSION = "6"  # 6: pass_rate may be NULL (an episode that graded nothing)
 _HEAD_BYTES = 1024
 _ANALYSIS_ROWS = 1000
 COUNT_CAP = 10_000
@@ -66,7 +67,7 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS episodes (
     id TEXT PRIMARY KEY, run_id TEXT NOT NULL, iteration INTEGER NOT NULL, model TEXT NOT NULL,
-    suite_name TEXT NOT NULL, status TEXT NOT NULL, pass_rate REAL NOT NULL, finished_at TEXT NOT NULL,
+    suite_name TEXT NOT NULL, status TEXT NOT NULL, pass_rate REAL, finished_at TEXT NOT NULL,
     trials INTEGER NOT NULL, line TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS episodes_by_model ON episodes (model, finished_at);

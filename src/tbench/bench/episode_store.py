@@ -1,7 +1,7 @@
-"""The seed's EpisodeStore: one Episode per finished iteration, appended to `.openagents/gym/episodes.jsonl`.
+"""The seed's EpisodeStore: one Episode (models/episode.py) per finished iteration, appended to
+`.openagents/gym/episodes.jsonl`.
 
 Appends take a file lock and skip an id already present, so a resumed run never records an iteration twice.
-Field names are the seed's (camelCase on disk), so the file matches what the TypeScript tool wrote.
 """
 
 from __future__ import annotations
@@ -10,84 +10,22 @@ import contextlib
 import os
 import sqlite3
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 from filelock import FileLock
-from pydantic import BaseModel, ConfigDict, ValidationError
-from pydantic.alias_generators import to_camel
+from pydantic import ValidationError
 
-from tbench.bench.tasks import Summary
+from tbench.models.episode import Episode
+from tbench.models.layout import EPISODES_FILE
 
 if TYPE_CHECKING:
     from tbench.bench.episode_index import EpisodeIndex
-
-EpisodeStatus = Literal["success", "partial", "failed"]
-
-
-class _Camel(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
-
-
-class EpisodeSummary(_Camel):
-    total: int
-    passed: int
-    failed: int
-    timeout: int = 0
-    error: int = 0
-    infra_errors: int = 0
-    pass_rate: float
-    avg_turns: float = 0.0
-    avg_duration_ms: float = 0.0
-    total_tokens: int = 0
-    total_cost_usd: float = 0.0
-
-    @classmethod
-    def of(cls, s: Summary) -> EpisodeSummary:
-        return cls.model_validate(s.model_dump(include=set(cls.model_fields)))
-
-
-class EpisodeModelSummary(_Camel):
-    """One model's share of an iteration (`byModel` on disk)."""
-
-    total: int
-    passed: int
-    infra_errors: int = 0
-    pass_rate: float
-    total_tokens: int = 0
-    total_cost_usd: float = 0.0
-
-
-class Episode(_Camel):
-    id: str
-    run_id: str
-    iteration: int
-    model: str
-    suite_name: str
-    suite_version: str
-    started_at: str
-    finished_at: str
-    status: EpisodeStatus
-    summary: EpisodeSummary
-    results_path: str
-    by_model: dict[str, EpisodeModelSummary] = {}
-    """Which model ran which share of the trials (several with --claude-validation-rate)."""
-    tags: list[str] = []
-    notes: str | None = None
-
-
-def episode_status(pass_rate: float) -> EpisodeStatus:
-    """success ≥ 0.8, partial ≥ 0.3, else failed (the thresholds the original tool used)."""
-    if pass_rate >= 0.8:
-        return "success"
-    if pass_rate >= 0.3:
-        return "partial"
-    return "failed"
 
 
 class EpisodeStore:
     def __init__(self, gym_dir: Path) -> None:
         self.gym_dir = gym_dir
-        self.path = gym_dir / "episodes.jsonl"
+        self.path = gym_dir / EPISODES_FILE
         self._lock = FileLock(str(gym_dir / ".episodes.lock"))
 
     def _read(self) -> list[Episode]:
@@ -139,7 +77,8 @@ class EpisodeStore:
         ]
 
     def get_baseline(self, *, model: str | None = None, suite_name: str | None = None) -> Episode | None:
-        """The most recent `success` episode (optionally for one model / suite)."""
+        """The most recent `success` episode (optionally for one model / suite); an episode that graded nothing
+        (`no_graded_trials`) never qualifies."""
         matches = [
             e
             for e in self._read()

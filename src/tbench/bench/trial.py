@@ -16,12 +16,16 @@ from pathlib import Path
 from typing import Protocol
 
 from tbench.bench.environments.base import AgentNeeds, Environment, TrialLabels, ms_since
-from tbench.bench.tasks import Outcome, PhaseTimings, Task, Tokens, TrialResult, utcnow
 from tbench.bench.verifier import Verdict, verify
 from tbench.errors import FailureMode, TrialError
 from tbench.fsutil import tail
+from tbench.models.common import Tokens, utcnow
+from tbench.models.grading import Outcome
+from tbench.models.layout import AGENT_DIR
+from tbench.models.results import PhaseTimings, TrialResult
+from tbench.models.task import Task
+from tbench.models.trial import TrialSpec
 
-AGENT_DIR = "agent"
 #: How long past its own budget an agent may take to return before the trial stops waiting for it.
 AGENT_GRACE_SEC = 30.0
 SETUP_TIMEOUT_SEC = 600.0
@@ -60,22 +64,6 @@ class Agent(Protocol):
     def environment_needs(self, task: Task) -> AgentNeeds:
         """What the environment must provide before it starts (a mounted binary, the host's network)."""
         ...
-
-
-@dataclass(frozen=True)
-class TrialSpec:
-    task: Task
-    run_id: str
-    iteration: int
-    trial_id: str
-    trial_dir: Path
-    run_dir: Path
-    model_label: str
-    default_timeout_sec: float
-    max_turns: int | None = None
-    system_prompt_append: str | None = None
-    lesson_ids: tuple[str, ...] = ()
-    """Ids of the lessons in `system_prompt_append`, recorded on the result."""
 
 
 EnvMaker = Callable[[Task, TrialLabels, Path], Environment]

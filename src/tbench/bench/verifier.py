@@ -13,12 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tbench.bench.environments.base import Environment
-from tbench.bench.tasks import Task
 from tbench.errors import FailureMode
 from tbench.fsutil import tail
-
-VERIFIER_DIR = "verifier"
-TEST_OUTPUT = "test-output.txt"
+from tbench.models.layout import TEST_OUTPUT_FILE, VERIFIER_DIR
+from tbench.models.task import Task
 
 _PYTEST_LINE = re.compile(r"^(PASSED|FAILED|SKIPPED|XFAIL|XPASS|ERROR)\s+(\S+)")
 _SUMMARY = re.compile(r"^=+ short test summary info =+\s*$")
@@ -113,7 +111,7 @@ def verify(task: Task, env: Environment, trial_dir: Path) -> Verdict:
         command = f"mkdir -p /logs/verifier /logs/agent; {command}"
     if spec.seed is not None and spec.seed.type == "output":
         command = f"{command} 2>/dev/null"
-    res = env.exec(command, timeout_sec=spec.timeout_sec, env=spec.env or None, log_path=out_dir / TEST_OUTPUT)
+    res = env.exec(command, timeout_sec=spec.timeout_sec, env=spec.env or None, log_path=out_dir / TEST_OUTPUT_FILE)
     if res.timed_out:
         return Verdict(output=tail(res.output), timed_out=True, error=f"tests ran past {spec.timeout_sec:g}s")
     if spec.kind == "reward_file":

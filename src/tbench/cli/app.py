@@ -3,6 +3,7 @@ exit 130, resumable."""
 
 from __future__ import annotations
 
+import inspect
 import os
 import signal
 import sys
@@ -11,7 +12,7 @@ from collections.abc import Callable
 from importlib.resources import files
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar, cast
 
 import typer
 from rich.console import Console
@@ -94,6 +95,117 @@ UnsafeHostOpt = Annotated[
 ]
 
 
+def _option(name: str, annotation: Any, default: Any = None) -> inspect.Parameter:
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+
+
+#: Declared once, in --help order: `iterate` takes these, `overnight` takes these and OVERNIGHT_OPTIONS.
+SHARED_OPTIONS: tuple[inspect.Parameter, ...] = (
+    _option("suite", SuiteOpt),
+    _option("output", OutputOpt),
+    _option("iterations", IterationsOpt),
+    _option("model", ModelOpt),
+    _option("resume", ResumeOpt),
+    _option("timeout", TimeoutOpt),
+    _option("max_turns", MaxTurnsOpt),
+    _option("run_id", RunIdOpt),
+    _option("tasks", TasksOpt),
+    _option("project_root", ProjectRootOpt),
+    _option("ollama_endpoint", OllamaEndpointOpt),
+    _option("openai_endpoint", OpenAIEndpointOpt),
+    _option("model_option", ModelOptionOpt),
+    _option("claude_validation_rate", ValidationRateOpt),
+    _option("seed", SeedOpt),
+    _option("unsafe_host_agent", UnsafeHostOpt, False),
+    _option("learn", LearnOpt, False),
+    _option("memory", MemoryOpt),
+    _option("reflect_model", ReflectModelOpt),
+    _option("holdout", HoldoutOpt),
+    _option("control", ControlOpt, False),
+)
+OVERNIGHT_OPTIONS: tuple[inspect.Parameter, ...] = (
+    _option(
+        "workers",
+        Annotated[
+            str | None,
+            typer.Option(help="Parallel trials: a number, or 'auto' (from free RAM and CPUs) [default: auto]"),
+        ],
+    ),
+    _option(
+        "max_retries",
+        Annotated[
+            int | None,
+            typer.Option(help="Retries of a trial that hit an infra error (never agent failures) [default: 2]"),
+        ],
+    ),
+    _option(
+        "retry_backoff",
+        Annotated[
+            float | None, typer.Option(help="First retry delay (s), doubling per retry, capped at 60 [default: 5]")
+        ],
+    ),
+    _option(
+        "stop_after_iteration",
+        Annotated[int | None, typer.Option(help="Stop (resumably) once this iteration has finished")],
+    ),
+    _option("memory_reserve_mb", Annotated[int, typer.Option(help="Free RAM never used by starting a trial")], 2048),
+    _option("task_memory_mb", Annotated[int, typer.Option(help="Memory assumed for tasks that declare none")], 2048),
+    _option("min_free_disk_mb", Annotated[int, typer.Option(help="Stop starting trials below this free disk")], 2048),
+    _option("heartbeat_timeout", Annotated[float, typer.Option(help="Kill a worker silent this long (s)")], 60.0),
+    _option(
+        "stuck_grace", Annotated[float, typer.Option(help="Kill a worker this long past its phase's budget (s)")], 60.0
+    ),
+)
+DEBUG_OPTION = _option("debug", DebugOpt, False)
+
+#: Core field names (UserError.field) whose flag is not `--` + the name with '-' for '_'.
+FIELD_FLAGS = {
+    "timeout_sec": "--timeout",
+    "retry_backoff_sec": "--retry-backoff",
+    "holdout_fraction": "--holdout",
+    "lesson_id": "LESSON_ID",
+}
+#: Option fields named by errors that carry a path: the path is that option's value (`--resume PATH`), so the
+#: field is the flag. Any other field of an error with a path is a place inside that file and shown as it is.
+PATH_OPTION_FIELDS = frozenset({"resume"})
+
+
+def flag_for(field: str) -> str:
+    """The CLI's name for a core field: `iterations` → `--iterations`, `timeout_sec` → `--timeout`; names that
+    are not field names (`OLLAMA_HOST`, `--since`, `LESSON_ID`) are shown as they are."""
+    if field in FIELD_FLAGS:
+        return FIELD_FLAGS[field]
+    if field.isidentifier() and field.islower():
+        return "--" + field.replace("_", "-")
+    return field
+
+
+def error_line(exc: UserError) -> str:
+    """A UserError as the user reads it, fields shown as flags: `--iterations: must be at least 1 (got 0)`."""
+    if exc.path is None:
+        return exc.render(flag_for)
+    return exc.render(lambda field: flag_for(field) if field in PATH_OPTION_FIELDS else field)
+
+
+F = TypeVar("F", bound=Callable[..., None])
+
+
+def _options(*params: inspect.Parameter) -> Callable[[F], F]:
+    """Give a command the options `params`: typer reads them from `inspect.signature`, which honours
+    `__signature__`, and calls the command with them as keyword arguments."""
+
+    def apply(command: F) -> F:
+        cast(Any, command).__signature__ = inspect.Signature(list(params), return_annotation=None)
+        return command
+
+    return apply
+
+
+def _settings(options: dict[str, Any]) -> dict[str, Any]:
+    """Option values as settings for `_open_run`: None = not given (an off switch is not given)."""
+    return {k: (v or None) if isinstance(v, bool) else v for k, v in options.items()}
+
+
 def _notify(line: str) -> None:
     console.print(line, markup=False, soft_wrap=True)
 
@@ -106,16 +218,16 @@ def _open_run(settings: dict[str, Any], resume: Path | None, **defaults: Any) ->
     from tbench.overnight.iterate import IterateOptions, Run
 
     if resume is not None:
-        clash = [f"--{name.replace('_', '-')}" for name, value in settings.items() if value is not None]
+        clash = [flag_for(name) for name, value in settings.items() if value is not None]
         if clash:
             raise UserError(
-                f"a resumed run keeps the settings in its config.json; drop {', '.join(clash)}", field="--resume"
+                f"a resumed run keeps the settings in its config.json; drop {', '.join(clash)}", field="resume"
             )
         run = Run.resume(resume, _notify)
         _notify(f"Resuming {run.config.run_id} in {run.dir}")
         return run
     if settings["suite"] is None:
-        raise UserError("missing; give --suite PATH (or --resume PATH/state.json)", field="--suite")
+        raise UserError("missing; give --suite PATH (or --resume PATH/state.json)", field="suite")
     given = {k: v for k, v in settings.items() if v is not None}
     given["models"] = model_settings_from_flags(given)
     given["learning"] = learning_from_flags(given)
@@ -141,107 +253,60 @@ def _resume_hint(run: Run) -> str:
     return f"Resume with: tbench-{run.config.runner} --resume {run.dir / 'state.json'}"
 
 
-def iterate(
-    suite: SuiteOpt = None,
-    output: OutputOpt = None,
-    iterations: IterationsOpt = None,
-    model: ModelOpt = None,
-    resume: ResumeOpt = None,
-    timeout: TimeoutOpt = None,
-    max_turns: MaxTurnsOpt = None,
-    run_id: RunIdOpt = None,
-    tasks: TasksOpt = None,
-    project_root: ProjectRootOpt = None,
-    ollama_endpoint: OllamaEndpointOpt = None,
-    openai_endpoint: OpenAIEndpointOpt = None,
-    model_option: ModelOptionOpt = None,
-    claude_validation_rate: ValidationRateOpt = None,
-    seed: SeedOpt = None,
-    unsafe_host_agent: UnsafeHostOpt = False,
-    learn: LearnOpt = False,
-    memory: MemoryOpt = None,
-    reflect_model: ReflectModelOpt = None,
-    holdout: HoldoutOpt = None,
-    control: ControlOpt = False,
-    debug: DebugOpt = False,
-) -> None:
+def _done(run: Run) -> None:
+    """The last line of a finished run; a run that graded nothing says so and exits 1 (its figures are empty)."""
+    if run.graded_nothing():
+        err_console.print(
+            f"tbench: no trial was graded: every trial ended in an infra or build error, so this run says nothing "
+            f"about the agent (see {run.dir / 'report.md'})",
+            markup=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(1)
+    _notify(f"Done. Report: {run.dir / 'report.md'}")
+
+
+@_options(*SHARED_OPTIONS, DEBUG_OPTION)
+def iterate(**options: Any) -> None:
     """Run a suite N times in order, recording each iteration as an Episode (the seed's tbench-iterate)."""
     global DEBUG
-    DEBUG = DEBUG or debug
-    settings = {k: v for k, v in locals().items() if k not in ("resume", "debug")}
-    settings.update(unsafe_host_agent=unsafe_host_agent or None, learn=learn or None, control=control or None)
-    run = _open_run(settings, resume)
+    DEBUG = DEBUG or options.pop("debug")
+    resume = options.pop("resume")
+    run = _open_run(_settings(options), resume)
     try:
         run.execute()
     except KeyboardInterrupt:
         err_console.print(f"interrupted; state saved. {_resume_hint(run)}", markup=False, soft_wrap=True)
         raise typer.Exit(130) from None
-    _notify(f"Done. Report: {run.dir / 'report.md'}")
+    _done(run)
 
 
-def overnight(
-    suite: SuiteOpt = None,
-    output: OutputOpt = None,
-    iterations: IterationsOpt = None,
-    model: ModelOpt = None,
-    resume: ResumeOpt = None,
-    timeout: TimeoutOpt = None,
-    max_turns: MaxTurnsOpt = None,
-    run_id: RunIdOpt = None,
-    tasks: TasksOpt = None,
-    project_root: ProjectRootOpt = None,
-    ollama_endpoint: OllamaEndpointOpt = None,
-    openai_endpoint: OpenAIEndpointOpt = None,
-    model_option: ModelOptionOpt = None,
-    claude_validation_rate: ValidationRateOpt = None,
-    seed: SeedOpt = None,
-    unsafe_host_agent: UnsafeHostOpt = False,
-    learn: LearnOpt = False,
-    memory: MemoryOpt = None,
-    reflect_model: ReflectModelOpt = None,
-    holdout: HoldoutOpt = None,
-    control: ControlOpt = False,
-    workers: Annotated[
-        str | None, typer.Option(help="Parallel trials: a number, or 'auto' (from free RAM and CPUs) [default: auto]")
-    ] = None,
-    max_retries: Annotated[
-        int | None, typer.Option(help="Retries of a trial that hit an infra error (never agent failures) [default: 2]")
-    ] = None,
-    retry_backoff: Annotated[
-        float | None, typer.Option(help="First retry delay (s), doubling per retry, capped at 60 [default: 5]")
-    ] = None,
-    stop_after_iteration: Annotated[
-        int | None, typer.Option(help="Stop (resumably) once this iteration has finished")
-    ] = None,
-    memory_reserve_mb: Annotated[int, typer.Option(help="Free RAM never used by starting a trial")] = 2048,
-    task_memory_mb: Annotated[int, typer.Option(help="Memory assumed for tasks that declare none")] = 2048,
-    min_free_disk_mb: Annotated[int, typer.Option(help="Stop starting trials below this free disk")] = 2048,
-    heartbeat_timeout: Annotated[float, typer.Option(help="Kill a worker silent this long (s)")] = 60.0,
-    stuck_grace: Annotated[float, typer.Option(help="Kill a worker this long past its phase's budget (s)")] = 60.0,
-    debug: DebugOpt = False,
-) -> None:
+@_options(*SHARED_OPTIONS, *OVERNIGHT_OPTIONS, DEBUG_OPTION)
+def overnight(**options: Any) -> None:
     """Run a suite N times with trials in parallel worker processes; survives kill -9 (`--resume`)."""
     global DEBUG
-    DEBUG = DEBUG or debug
+    DEBUG = DEBUG or options.pop("debug")
     from tbench.overnight.parallel import ParallelExecutor, Watchdog
     from tbench.overnight.progress import Progress
     from tbench.overnight.resources import Budget
 
-    settings = {
-        "suite": suite, "output": output, "iterations": iterations, "model": model, "timeout": timeout,
-        "max_turns": max_turns, "run_id": run_id, "tasks": tasks, "project_root": project_root,
-        "workers": _parse_workers(workers), "max_retries": max_retries,
-        "retry_backoff_sec": retry_backoff,
-        "ollama_endpoint": ollama_endpoint, "openai_endpoint": openai_endpoint, "model_option": model_option,
-        "claude_validation_rate": claude_validation_rate, "seed": seed,
-        "unsafe_host_agent": unsafe_host_agent or None,
-        "learn": learn or None, "memory": memory, "reflect_model": reflect_model, "holdout": holdout,
-        "control": control or None,
-    }  # fmt: skip
+    resume = options.pop("resume")
+    extra = {p.name: options.pop(p.name) for p in OVERNIGHT_OPTIONS}
+    settings = _settings(options)
+    settings.update(
+        workers=_parse_workers(extra["workers"]),
+        max_retries=extra["max_retries"],
+        retry_backoff_sec=extra["retry_backoff"],
+    )
     run = _open_run(settings, resume, runner="overnight", workers="auto", max_retries=2)
-    budget = Budget(default_task_mb=task_memory_mb, reserve_mb=memory_reserve_mb, min_free_disk_mb=min_free_disk_mb)
+    budget = Budget(
+        default_task_mb=extra["task_memory_mb"],
+        reserve_mb=extra["memory_reserve_mb"],
+        min_free_disk_mb=extra["min_free_disk_mb"],
+    )
     progress = Progress(console, run.config.iterations, str(run.config.workers))
-    executor = ParallelExecutor(run.config.workers, budget, Watchdog(heartbeat_timeout, stuck_grace), progress)
+    watchdog = Watchdog(extra["heartbeat_timeout"], extra["stuck_grace"])
+    executor = ParallelExecutor(run.config.workers, budget, watchdog, progress)
     run.executor = executor
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -254,11 +319,11 @@ def overnight(
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     try:
-        state = run.execute(stop_after_iteration=stop_after_iteration)
+        state = run.execute(stop_after_iteration=extra["stop_after_iteration"])
     finally:
         executor.close()
     if state.status == "completed":
-        _notify(f"Done. Report: {run.dir / 'report.md'}")
+        _done(run)
         return
     err_console.print(f"stopped: {run.stop.reason}; state saved. {_resume_hint(run)}", markup=False, soft_wrap=True)
     raise typer.Exit(run.stop.exit_code)
@@ -270,7 +335,7 @@ def _parse_workers(value: str | None) -> int | str | None:
     try:
         return int(value)
     except ValueError:
-        raise UserError(f"expected a number or 'auto', got {value!r}", field="--workers") from None
+        raise UserError(f"expected a number or 'auto', got {value!r}", field="workers") from None
 
 
 app.command("iterate")(iterate)
@@ -306,7 +371,7 @@ def _run(typer_app: typer.Typer) -> None:
     except UserError as exc:
         if DEBUG:
             traceback.print_exc()
-        err_console.print(f"tbench: error: {exc}", markup=False, soft_wrap=True)
+        err_console.print(f"tbench: error: {error_line(exc)}", markup=False, soft_wrap=True)
         sys.exit(2)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)

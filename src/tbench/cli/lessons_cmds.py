@@ -104,13 +104,15 @@ def reflect_cmd(
     ] = None,
 ) -> None:
     """Reflect on a finished run now: train trials only, the same delta operations and checks as `--learn`."""
-    from tbench.archivist.loop import base_id, reflection_transport
+    from tbench.archivist.loop import reflection_transport
     from tbench.archivist.memory_service import MemoryStore
     from tbench.archivist.service import reflect
     from tbench.bench.formats import load_suite
+    from tbench.models.layout import STATE_FILE
+    from tbench.models.results import base_id
     from tbench.report.runs import load_run_folder
 
-    folder = load_run_folder(run.parent if run.name == "state.json" else run)
+    folder = load_run_folder(run.parent if run.name == STATE_FILE else run)
     config = folder.config
     held = set(config.learning.holdout_tasks)
     spec = reflect_model or config.learning.reflect_model or config.model

@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tbench.errors import UserError
+from tbench.models.grading import rate_text
 
 console = Console(highlight=False, width=1000)
 """Wide: long ids and paths are printed whole (a terminal wraps them) rather than cut with an ellipsis."""
@@ -51,7 +52,7 @@ def parse_since(text: str, now: datetime | None = None) -> str:
 
 
 def _gym(project_root: Path | None) -> Path:
-    from tbench.report.runs import GYM_DIR
+    from tbench.models.layout import GYM_DIR
 
     return (project_root or Path.cwd()).resolve() / GYM_DIR
 
@@ -61,7 +62,8 @@ def _gym(project_root: Path | None) -> Path:
 
 def report(run_dir: Annotated[Path, typer.Argument(help="A run folder (holds config.json and state.json)")]) -> None:
     """Rewrite a run's report.md and report.html from its files (statistics, charts, baseline verdict)."""
-    from tbench.report.run_report import REPORT_HTML, REPORT_MD, regenerate
+    from tbench.models.layout import REPORT_HTML, REPORT_MD
+    from tbench.report.run_report import regenerate
 
     built = regenerate(run_dir)
     _say(built.headline[1].replace("`", ""))
@@ -81,7 +83,7 @@ def compare(
 ) -> None:
     """Did B do better than A? Paired on common tasks: bootstrap interval and an exact test; a verdict."""
     from tbench.report.runs import load_trial_set
-    from tbench.report.stats import compare as compare_trials
+    from tbench.stats.inference import compare as compare_trials
 
     if resamples < 100:
         raise UserError(f"must be at least 100 (got {resamples})", field="--resamples")
@@ -159,12 +161,13 @@ def episodes(
     if as_json:
         sys.stdout.write("[" + ",\n".join(e.model_dump_json(by_alias=True) for e in found) + "]\n")
         return
-    table = Table("finished", "episode", "model", "suite", "status", "passed", "rate", "infra", box=None)
+    table = Table("finished", "episode", "model", "suite", "status", "passed", "rate", "ungraded", box=None)
     for e in found:
         s = e.summary
+        graded = s.graded if s.graded is not None else s.total - s.infra_errors  # older episodes: no graded count
         table.add_row(
-            e.finished_at[:19], e.id, e.model, e.suite_name, e.status, f"{s.passed}/{s.total}",
-            f"{s.pass_rate:.1%}", str(s.infra_errors),
+            e.finished_at[:19], e.id, e.model, e.suite_name, e.status, f"{s.passed}/{graded}",
+            rate_text(s.pass_rate), str(s.infra_errors + s.build_errors),
         )  # fmt: skip
     _print(table, len(found), index.count("episodes", **filters), "episode")
 

@@ -12,38 +12,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from tbench.bench.tasks import Tokens
 from tbench.errors import InfraError
+from tbench.models.common import Tokens
 
 R = TypeVar("R")
-
-
-class ChatOptions(BaseModel):
-    """Model-call settings (`--model-option KEY=VALUE`), stored in config.json so a resume runs the same way."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    num_ctx: int = Field(default=32768, ge=512)
-    """Context window asked of the server. Ollama's own default (2-4k on small GPUs) is far too small for an
-    agent; capped at the model's trained context when the server reports it."""
-    temperature: float | None = Field(default=None, ge=0)
-    seed: int | None = None
-    """Sampler seed; defaults to `--seed` when that is given."""
-    keep_alive: str | None = None
-    """How long the server keeps the model loaded after a call ("30m", "-1" = forever); server default if unset."""
-    num_predict: int | None = Field(default=None, ge=1)
-    """Cap on tokens generated per turn."""
-    think: bool | None = None
-    """Ask a thinking-capable model to think (True) or not (False); the model's default if unset."""
-    request_timeout_sec: float = Field(default=300.0, gt=0)
-    """Longest silence from the server inside one call (connect, first token, between chunks). Loading a big
-    model counts, so keep it generous."""
-    retries: int = Field(default=3, ge=0, le=20)
-    """Retries of one call after a connection error, a 5xx, a mid-stream error or a stall."""
-    retry_backoff_sec: float = Field(default=2.0, ge=0)
-    """First retry delay; doubles each retry."""
 
 
 @dataclass(frozen=True)

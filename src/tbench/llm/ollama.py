@@ -20,11 +20,9 @@ import httpx
 import ollama
 import pydantic
 
-from tbench.bench.tasks import Tokens
 from tbench.errors import InfraError, UserError
 from tbench.llm.chat import (
     ChatMessage,
-    ChatOptions,
     ChatReply,
     DeadlineExceeded,
     ModelInfo,
@@ -33,6 +31,8 @@ from tbench.llm.chat import (
     ToolSpec,
     call_with_retries,
 )
+from tbench.models.common import Tokens
+from tbench.models.model_settings import ChatOptions
 
 DEFAULT_ENDPOINT = "http://localhost:11434"
 PREFLIGHT_TIMEOUT_SEC = 10.0
@@ -70,19 +70,19 @@ class OllamaTransport:
             raise UserError(
                 f"cannot reach the Ollama server at {self.endpoint} ({_why(exc)}); start it (`ollama serve`) or "
                 "point --ollama-endpoint (or OLLAMA_HOST) at a running one",
-                field="--ollama-endpoint",
+                field="ollama_endpoint",
             ) from None
         except ollama.ResponseError as exc:
             if exc.status_code == 404:
                 raise UserError(
                     f"model {self.model!r} is not on the Ollama server at {self.endpoint}; pull it with "
                     f"`ollama pull {self.model}`{self._available(client)}",
-                    field="--model",
+                    field="model",
                 ) from None
             raise UserError(
                 f"the Ollama server at {self.endpoint} refused to describe {self.model!r}: {exc.error} "
                 f"(HTTP {exc.status_code})",
-                field="--model",
+                field="model",
             ) from None
         finally:
             client._client.close()
@@ -92,7 +92,7 @@ class OllamaTransport:
                 f"model {self.model!r} cannot call tools (its capabilities: {', '.join(caps) or 'none'}); the "
                 f"Ollama agent needs a tool-calling model such as qwen3, qwen2.5-coder, llama3.1 or gpt-oss "
                 f"({TOOLS_CATALOGUE})",
-                field="--model",
+                field="model",
             )
         context = _context_length(show.modelinfo or {})
         if context:

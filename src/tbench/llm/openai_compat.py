@@ -24,11 +24,9 @@ from typing import Any, cast
 import openai
 from openai.types.chat import ChatCompletion
 
-from tbench.bench.tasks import Tokens
 from tbench.errors import InfraError, UserError
 from tbench.llm.chat import (
     ChatMessage,
-    ChatOptions,
     ChatReply,
     DeadlineExceeded,
     ModelInfo,
@@ -38,6 +36,8 @@ from tbench.llm.chat import (
     call_with_retries,
 )
 from tbench.llm.text_calls import find_text_tool_calls
+from tbench.models.common import Tokens
+from tbench.models.model_settings import ChatOptions
 
 DEFAULT_ENDPOINT = "https://api.openai.com/v1"
 PREFLIGHT_TIMEOUT_SEC = 10.0
@@ -109,24 +109,24 @@ class OpenAICompatTransport:
             raise UserError(
                 f"cannot reach the OpenAI-compatible server at {self.endpoint} ({_why(exc)}); start it or point "
                 "--openai-endpoint (or OPENAI_BASE_URL) at a running one, e.g. http://127.0.0.1:8080/v1",
-                field="--openai-endpoint",
+                field="openai_endpoint",
             ) from None
         except openai.AuthenticationError:
             raise UserError(
                 f"the server at {self.endpoint} refused the API key (HTTP 401); set OPENAI_API_KEY to a valid key",
-                field="--openai-endpoint",
+                field="openai_endpoint",
             ) from None
         except openai.APIStatusError as exc:
             raise UserError(
                 f"the server at {self.endpoint} did not list its models (HTTP {exc.status_code} from /models); is "
                 "this an OpenAI-compatible base URL (usually ending in /v1)?",
-                field="--openai-endpoint",
+                field="openai_endpoint",
             ) from None
         if self.model not in listed:
             shown = ", ".join(listed[:10]) + (", …" if len(listed) > 10 else "")
             raise UserError(
                 f"model {self.model!r} is not served at {self.endpoint} (it lists: {shown or 'no models'})",
-                field="--model",
+                field="model",
             )
         self._probe(client)
         return ModelInfo(name=self.model, capabilities=("tools",))
@@ -138,7 +138,7 @@ class OpenAICompatTransport:
             )
         except (_Retryable, InfraError) as exc:
             raise UserError(
-                f"the tool-call probe to {self.model!r} at {self.endpoint} failed: {exc}", field="--model"
+                f"the tool-call probe to {self.model!r} at {self.endpoint} failed: {exc}", field="model"
             ) from None
         msg = reply.message
         if any(c.name == PROBE_TOOL.name for c in msg.tool_calls):
@@ -146,13 +146,13 @@ class OpenAICompatTransport:
         if find_text_tool_calls(msg.content, {PROBE_TOOL.name}):
             raise UserError(
                 f"{self.model!r} at {self.endpoint} wrote its tool call as text, not as tool_calls: {TEXT_CALLS_FIX}",
-                field="--model",
+                field="model",
             )
         said = " ".join(msg.content.split())[:120] or "an empty message"
         raise UserError(
             f"{self.model!r} at {self.endpoint} did not call the probe tool (it answered {said!r}); the model or "
             "server may not support tool calling",
-            field="--model",
+            field="model",
         )
 
     # ------------------------------------------------------------------ chat

@@ -1,11 +1,11 @@
-"""The seed's iteration loop (Phase 1): run the suite N times in order, one trial at a time, recording
-results, deltas and one Episode per iteration; resumable after any crash."""
+"""The seed's iteration loop: run the suite N times in order, recording results, deltas and one Episode per
+iteration; resumable after any crash. Trials are run by an executor (overnight/executor.py: one at a time here,
+or worker processes) through the `TrialBook` methods below; this module alone books them."""
 
 from __future__ import annotations
 
 import secrets
 import shutil
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -14,47 +14,28 @@ from typing import Literal
 
 from tbench import __version__
 from tbench.agents.base import ModelRunner
-from tbench.agents.model_adapter import (
-    ModelPlan,
-    ModelSettings,
-    build_model_plan,
-    create_model_runner,
-    model_config_for,
-)
-from tbench.archivist.loop import base_id, open_learning, split_holdout, with_control
-from tbench.archivist.schema import LearningConfig
+from tbench.agents.model_adapter import ModelPlan, build_model_plan, model_config_for
+from tbench.archivist.loop import open_learning, split_holdout, with_control
 from tbench.bench.environments import EnvironmentFactory
-from tbench.bench.episode_store import Episode, EpisodeModelSummary, EpisodeStore, EpisodeSummary, episode_status
+from tbench.bench.episode_store import EpisodeStore
 from tbench.bench.formats import load_suite, select_tasks
-from tbench.bench.tasks import Summary, Task, TerminalBenchResults, TrialResult, utcnow
-from tbench.bench.trial import TrialSpec, run_trial
 from tbench.errors import UserError
-from tbench.fsutil import SAFE_ID, atomic_write_model, child_path
-from tbench.overnight.state import CONFIG_FILE, IterationState, RunConfig, RunState, load_run
+from tbench.fsutil import SAFE_ID, atomic_write_model
+from tbench.models.common import read_model, utcnow
+from tbench.models.grading import rate_text, retries_allowed
+from tbench.models.layout import INTERRUPTED_DIR, RETRIES_DIR, ProjectLayout, RunLayout
+from tbench.models.lessons import LearningConfig
+from tbench.models.model_settings import ModelSettings
+from tbench.models.results import Summary, TerminalBenchResults, TrialResult, base_id, is_control
+from tbench.models.run import IterationState, RunConfig, RunState, load_run
+from tbench.models.summary import IterationDelta
+from tbench.models.task import Task
+from tbench.models.trial import TrialSpec, WorkerJob
+from tbench.overnight.executor import Executor, SequentialExecutor, StopControl
 from tbench.report.run_report import write_reports
-from tbench.report.summary import IterationDelta, compute_delta, summarize_run
+from tbench.stats.summaries import compute_delta, delta_baseline, episode_of, summarize_run
 
-GYM_DIR = Path(".openagents") / "gym"
 Notify = Callable[[str], None]
-Executor = Callable[["Run", IterationState, list[Task]], None]
-
-
-def build_runner(config: RunConfig, model_label: str) -> ModelRunner:
-    """The agent for one trial of this run (worker processes build their own)."""
-    return create_model_runner(model_config_for(model_label, config.model_settings))
-
-
-def run_sequential(run: Run, it: IterationState, tasks: list[Task]) -> None:
-    """Phase 1: one trial at a time, in the orchestrator's own process."""
-    for task in tasks:
-        if run.stop.reason:
-            return
-        while True:
-            spec = run.begin_trial(it, task)
-            result = run_trial(spec, run.models.runner(spec.model_label), run.envs.create)
-            if run.finish_trial(it, task, result):
-                break
-            time.sleep(run.retry_delay(it, task))
 
 
 @dataclass(frozen=True)
@@ -78,37 +59,19 @@ class IterateOptions:
     """--memory, --reflect-model, --holdout, --control; the held-out split is drawn in `Run.create`."""
 
 
-@dataclass
-class StopControl:
-    """Why the run should stop starting trials. Signals, the STOP file, --stop-after-iteration and the disk
-    guard all land here; `cancel` (a second signal) also ends running trials."""
-
-    reason: str | None = None
-    exit_code: int = 0
-    cancel: bool = False
-
-    def request(self, reason: str, exit_code: int = 0) -> None:
-        if self.reason is None:
-            self.reason, self.exit_code = reason, exit_code
-
-
-STOP_FILE = "STOP"
-
-
 def new_run_id() -> str:
     return f"tbrun-{datetime.now().strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
 
 
-def iteration_dir(run_dir: Path, i: int) -> Path:
-    return run_dir / "iterations" / f"{i:03d}"
-
-
 class Run:
-    """A run folder being filled: config, state, the suite's selected tasks, the agent and environments."""
+    """A run folder being filled: config, state, the suite's selected tasks, the agent and environments.
+
+    Committed results are kept in memory as they commit (a resume rebuilds them once from disk), so booking a
+    trial never re-reads its iteration."""
 
     def __init__(
         self,
-        run_dir: Path,
+        layout: RunLayout,
         config: RunConfig,
         state: RunState,
         tasks: list[Task],
@@ -116,19 +79,30 @@ class Run:
         envs: EnvironmentFactory,
         notify: Notify,
     ) -> None:
-        self.dir = run_dir
+        self.layout = layout
+        self.dir = layout.dir
         self.config = config
         self.state = state
         self.tasks = tasks
         self.models = models
         self.envs = envs
         self.notify = notify
-        self.store = EpisodeStore(Path(config.project_root) / GYM_DIR)
-        self.executor: Executor = run_sequential
-        self.stop = StopControl()
+        self.store = EpisodeStore(ProjectLayout(Path(config.project_root)).gym_dir)
+        self.executor: Executor = SequentialExecutor(envs)
+        self._stop = StopControl()
         self.learning = open_learning(
             config.learning, Path(config.project_root), config.suite_name, config.model, config.model_settings
         )
+        self._iterations = {it.iteration: it for it in state.iterations}
+        self._committed: dict[int, dict[str, TrialResult]] = {}
+        """iteration → task id → committed result, for unfinished iterations."""
+        self._finished: dict[int, TerminalBenchResults] = {}
+        """Finished iterations' results.json, read at most once."""
+        self._deltas: dict[int, IterationDelta] = {}
+        """Finished iterations' delta.json, where one was written."""
+        for it in state.iterations:
+            if it.status != "done":
+                self._committed[it.iteration] = self._read_committed(it)
 
     # ------------------------------------------------------------------ set-up
 
@@ -136,18 +110,18 @@ class Run:
     def create(cls, opts: IterateOptions, notify: Notify) -> Run:
         """Validate everything first; only then make the run folder, so bad input writes nothing."""
         if opts.iterations < 1:
-            raise UserError(f"must be at least 1 (got {opts.iterations})", field="--iterations")
+            raise UserError(f"must be at least 1 (got {opts.iterations})", field="iterations")
         if opts.timeout_sec <= 0:
-            raise UserError(f"must be positive (got {opts.timeout_sec:g})", field="--timeout")
+            raise UserError(f"must be positive (got {opts.timeout_sec:g})", field="timeout_sec")
         if opts.workers != "auto" and opts.workers < 1:
-            raise UserError(f"must be at least 1 or 'auto' (got {opts.workers})", field="--workers")
+            raise UserError(f"must be at least 1 or 'auto' (got {opts.workers})", field="workers")
         if opts.max_retries < 0:
-            raise UserError(f"must be 0 or more (got {opts.max_retries})", field="--max-retries")
+            raise UserError(f"must be 0 or more (got {opts.max_retries})", field="max_retries")
         if opts.max_turns is not None and opts.max_turns < 1:
-            raise UserError(f"must be at least 1 (got {opts.max_turns})", field="--max-turns")
+            raise UserError(f"must be at least 1 (got {opts.max_turns})", field="max_turns")
         run_id = opts.run_id or new_run_id()
         if not SAFE_ID.match(run_id):
-            raise UserError(f"{run_id!r} is not allowed: use letters, digits, '.', '_' or '-'", field="--run-id")
+            raise UserError(f"{run_id!r} is not allowed: use letters, digits, '.', '_' or '-'", field="run_id")
         suite = select_tasks(load_suite(opts.suite), list(opts.tasks))
         models = build_model_plan(opts.model, opts.models)
         output = opts.output or Path("results") / datetime.now().strftime("%Y%m%d")
@@ -188,17 +162,17 @@ class Run:
             retry_backoff_sec=opts.retry_backoff_sec,
             learning=learning,
         )
-        output = output.resolve()
-        output.mkdir(parents=True, exist_ok=True)
-        atomic_write_model(output / CONFIG_FILE, config)
+        layout = RunLayout(output.resolve())
+        layout.dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_model(layout.config, config)
         state = RunState.new(config)
-        state.save(output)
-        return cls(output, config, state, tasks, models, envs, notify)
+        state.save(layout.dir)
+        return cls(layout, config, state, tasks, models, envs, notify)
 
     @classmethod
     def resume(cls, state_path: Path, notify: Notify) -> Run:
         config, state = load_run(state_path)
-        run_dir = (state_path.parent if state_path.name.endswith(".json") else state_path).resolve()
+        layout = RunLayout((state_path.parent if state_path.name.endswith(".json") else state_path).resolve())
         suite = load_suite(Path(config.suite))
         by_id = {t.id: t for t in with_control(suite.tasks, config.learning)}
         missing = [base_id(t) for t in config.task_ids if t not in by_id]
@@ -212,13 +186,13 @@ class Run:
         removed = envs.cleanup_run(config.run_id)
         if removed:
             notify(f"removed {removed} container(s) left behind by the interrupted run")
-        if (run_dir / STOP_FILE).exists():
-            (run_dir / STOP_FILE).unlink()
-            notify(f"removed {run_dir / STOP_FILE} left by the previous stop")
+        if layout.stop_file.exists():
+            layout.stop_file.unlink()
+            notify(f"removed {layout.stop_file} left by the previous stop")
         state.resumes += 1
         state.status = "running"
-        state.save(run_dir)
-        return cls(run_dir, config, state, tasks, models, envs, notify)
+        state.save(layout.dir)
+        return cls(layout, config, state, tasks, models, envs, notify)
 
     # ------------------------------------------------------------------ the loop
 
@@ -228,14 +202,14 @@ class Run:
             for it in self.state.iterations:
                 if it.status == "done":
                     continue
-                if self.stop.reason:
+                if self._stop.reason:
                     break
                 if not self._run_iteration(it):
                     break  # stopped inside the iteration
                 if stop_after_iteration is not None and it.iteration >= stop_after_iteration:
-                    self.stop.request(f"--stop-after-iteration {stop_after_iteration} reached")
-                if (self.dir / STOP_FILE).exists():
-                    self.stop.request(f"{self.dir / STOP_FILE} found")
+                    self._stop.request(f"--stop-after-iteration {stop_after_iteration} reached")
+                if self.layout.stop_file.exists():
+                    self._stop.request(f"{self.layout.stop_file} found")
             done = all(it.status == "done" for it in self.state.iterations)
             self.state.status = "completed" if done else "stopped"
         except BaseException:
@@ -246,6 +220,11 @@ class Run:
             self.write_summary()
         return self.state
 
+    def graded_nothing(self) -> bool:
+        """At least one iteration finished and none of them graded a trial: the night says nothing."""
+        done = self.finished_iterations()
+        return bool(done) and all(r.summary.pass_rate is None for r in done)
+
     def _run_iteration(self, it: IterationState) -> bool:
         """Run the iteration's unfinished trials; True when it finished (False: stopped inside it)."""
         self.notify(f"=== Iteration {it.iteration}/{self.config.iterations} ===")
@@ -253,102 +232,119 @@ class Run:
             it.started_at = utcnow()
         it.status = "running"
         self.state.save(self.dir)
-        pending = [task for task in self.tasks if not self._already_done(it, task)]
-        self.executor(self, it, pending)
+        pending = [task for task in self.tasks if it.trials[task.id].status != "done"]
+        self.executor.run_iteration(self, it.iteration, pending)
         if not all(ts.status == "done" for ts in it.trials.values()):
             return False
         self._finish_iteration(it)
         return True
 
-    def trial_dir(self, it: IterationState, task: Task) -> Path:
-        return child_path(iteration_dir(self.dir, it.iteration), task.id)
+    def _read_committed(self, it: IterationState) -> dict[str, TrialResult]:
+        """Resume: the committed trials of an unfinished iteration, read once. A trial killed after its commit
+        (result.json written, state.json not yet) counts as done."""
+        out: dict[str, TrialResult] = {}
+        for task_id, ts in it.trials.items():
+            paths = self.layout.trial(it.iteration, task_id)
+            if ts.status in ("done", "running") and paths.result.is_file():
+                result = read_model(paths.result, TrialResult, "a trial's result.json")
+                ts.status, ts.outcome = "done", result.status
+                out[task_id] = result
+        return out
 
-    def _already_done(self, it: IterationState, task: Task) -> bool:
-        ts = it.trials[task.id]
-        if ts.status == "running" and self._committed(self.trial_dir(it, task)):
-            ts.status, ts.outcome = "done", self._load_result(self.trial_dir(it, task)).status  # killed after commit
-        return ts.status == "done"
+    # ------------------------------------------------------------------ the TrialBook (what executors call)
 
-    def _move_aside(self, it: IterationState, trial_dir: Path, folder: str, n: int) -> None:
-        aside = iteration_dir(self.dir, it.iteration) / folder / f"{trial_dir.name}.{n}"
+    @property
+    def stop(self) -> StopControl:
+        return self._stop
+
+    @property
+    def run_dir(self) -> Path:
+        return self.dir
+
+    @property
+    def iterations_planned(self) -> int:
+        return self.config.iterations
+
+    def _move_aside(self, iteration: int, task_id: str, kind: str, n: int) -> None:
+        trial_dir = self.layout.trial(iteration, task_id).dir
+        aside = self.layout.iteration(iteration).aside(kind, task_id, n)
         aside.parent.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(aside, ignore_errors=True)
         trial_dir.rename(aside)
 
-    def begin_trial(self, it: IterationState, task: Task) -> TrialSpec:
+    def begin_trial(self, iteration: int, task: Task) -> TrialSpec:
         """Mark the trial running (state saved) and give it a clean folder; an interrupted attempt's folder is
         kept aside under `_interrupted/` for inspection."""
-        ts = it.trials[task.id]
-        trial_dir = self.trial_dir(it, task)
-        if trial_dir.exists():
-            self._move_aside(it, trial_dir, "_interrupted", ts.attempts)
+        ts = self._iterations[iteration].trials[task.id]
+        paths = self.layout.trial(iteration, task.id)
+        if paths.dir.exists():
+            self._move_aside(iteration, task.id, INTERRUPTED_DIR, ts.attempts)
         ts.status, ts.attempts = "running", ts.attempts + 1
-        ts.trial_dir = trial_dir.relative_to(self.dir).as_posix()
+        ts.trial_dir = self.layout.relative(paths.dir)
         self.state.save(self.dir)
-        lessons = self.learning.inject(it.iteration, task)
+        lessons = self.learning.inject(iteration, task)
         return TrialSpec(
             task=task,
             run_id=self.config.run_id,
-            iteration=it.iteration,
-            trial_id=f"{self.config.run_id}-{it.iteration:03d}-{task.id}",
-            trial_dir=trial_dir,
+            iteration=iteration,
+            trial_id=f"{self.config.run_id}-{iteration:03d}-{task.id}",
+            trial_dir=paths.dir,
             run_dir=self.dir,
-            model_label=self.models.choose(it.iteration, base_id(task.id)).label,  # both arms: one model
+            model_label=self.models.choose(iteration, base_id(task.id)).label,  # both arms: one model
             default_timeout_sec=self.config.timeout_sec,
             max_turns=self.config.max_turns,
             system_prompt_append=lessons.text,
             lesson_ids=tuple(lessons.ids),
         )
 
-    def finish_trial(self, it: IterationState, task: Task, result: TrialResult) -> bool:
-        """Commit `result`, or — for an infra error with retries left — set the attempt aside under `_retries/`
-        and leave the trial pending. Returns True when committed."""
+    def finish_trial(self, iteration: int, task: Task, result: TrialResult) -> bool:
+        """Commit `result`, or — for an ungraded failure the grading policy retries, with retries left — set the
+        attempt aside under `_retries/` and leave the trial pending. Returns True when committed."""
+        it = self._iterations[iteration]
         ts = it.trials[task.id]
-        trial_dir = self.trial_dir(it, task)
-        if result.is_infra and ts.retries < self.config.max_retries:
+        paths = self.layout.trial(iteration, task.id)
+        allowed = retries_allowed(result.failure_mode, self.config.max_retries)
+        if ts.retries < allowed:
             ts.retries += 1
-            if trial_dir.exists():
-                self._move_aside(it, trial_dir, "_retries", ts.retries)
+            if paths.dir.exists():
+                self._move_aside(iteration, task.id, RETRIES_DIR, ts.retries)
             ts.status = "pending"
             self.state.save(self.dir)
-            self.notify(
-                f"  {task.id}: infra error, retry {ts.retries}/{self.config.max_retries}: {result.error_message}"
-            )
+            mode = str(result.failure_mode).replace("_", " ")
+            self.notify(f"  {task.id}: {mode}, retry {ts.retries}/{allowed}: {result.error_message}")
             return False
         result.attempts, result.retries = ts.attempts, ts.retries
-        atomic_write_model(trial_dir / "result.json", result)  # the commit marker
+        atomic_write_model(paths.result, result)  # the commit marker
+        self._committed.setdefault(iteration, {})[task.id] = result
         ts.status, ts.outcome = "done", result.status
         self.state.save(self.dir)
         self._write_results(it, final=False)
-        history = [p.trials[task.id].outcome for p in self.state.iterations if p.iteration < it.iteration]
+        history = [p.trials[task.id].outcome for p in self.state.iterations if p.iteration < iteration]
         self.learning.after_trial(result, [h for h in history if h is not None])
         extra = f" [{result.failure_mode}]" if result.failure_mode else ""
         self.notify(f"  {task.id}: {result.status}{extra} ({result.duration_ms / 1000:.1f}s)")
         return True
 
-    def retry_delay(self, it: IterationState, task: Task) -> float:
-        """Exponential backoff for the next attempt of an infra-failed trial, capped at 60 s."""
-        n = it.trials[task.id].retries
+    def retry_delay(self, iteration: int, task: Task) -> float:
+        """Exponential backoff for the next attempt of a retried trial, capped at 60 s."""
+        n = self._iterations[iteration].trials[task.id].retries
         return 0.0 if n == 0 else min(60.0, self.config.retry_backoff_sec * 2 ** (n - 1))
 
-    @staticmethod
-    def _committed(trial_dir: Path) -> bool:
-        return (trial_dir / "result.json").is_file()
+    def worker_job(self, spec: TrialSpec) -> WorkerJob:
+        return WorkerJob(spec=spec, model=model_config_for(spec.model_label, self.config.model_settings))
 
-    @staticmethod
-    def _load_result(trial_dir: Path) -> TrialResult:
-        return TrialResult.model_validate_json((trial_dir / "result.json").read_text())
+    def runner(self, spec: TrialSpec) -> ModelRunner:
+        return self.models.runner(spec.model_label)
 
-    def _results_of(self, it: IterationState) -> list[TrialResult]:
-        out = []
-        for task in self.tasks:
-            trial_dir = child_path(iteration_dir(self.dir, it.iteration), task.id)
-            if it.trials[task.id].status == "done" and self._committed(trial_dir):
-                out.append(self._load_result(trial_dir))
-        return out
+    def cleanup_trial(self, trial_id: str) -> None:
+        self.envs.cleanup_trial(trial_id)
+
+    # ------------------------------------------------------------------ iteration outputs
 
     def _write_results(self, it: IterationState, *, final: bool) -> TerminalBenchResults:
-        results = self._results_of(it)
+        committed = self._committed.get(it.iteration, {})
+        ordered = [committed[t.id] for t in self.tasks if t.id in committed]
+        own = [r for r in ordered if not is_control(r.task_id)]
         now = utcnow()
         tb = TerminalBenchResults(
             suite_name=self.config.suite_name,
@@ -359,44 +355,29 @@ class Run:
             timestamp=now,
             started_at=it.started_at or now,
             finished_at=(it.finished_at or now) if final else now,
-            results=results,
-            summary=Summary.of(results),
+            results=own,
+            summary=Summary.of(own),
+            control_results=[r for r in ordered if is_control(r.task_id)],
         )
-        atomic_write_model(iteration_dir(self.dir, it.iteration) / "results.json", tb)
+        atomic_write_model(self.layout.iteration(it.iteration).results, tb)
         return tb
 
     def _finish_iteration(self, it: IterationState) -> None:
         it.finished_at = it.finished_at or utcnow()
         results = self._write_results(it, final=True)
-        if it.iteration > 1:
-            previous = self.load_iteration(it.iteration - 1)
-            if previous is not None:
-                atomic_write_model(
-                    iteration_dir(self.dir, it.iteration) / "delta.json", compute_delta(previous, results)
-                )
+        paths = self.layout.iteration(it.iteration)
+        previous = delta_baseline(self.finished_iterations(), results)
+        if previous is not None:
+            self._deltas[it.iteration] = compute_delta(previous, results)
+            atomic_write_model(paths.delta, self._deltas[it.iteration])
         episode_id = f"{self.config.run_id}-{it.iteration:03d}"
-        self.store.record(
-            Episode(
-                id=episode_id,
-                run_id=self.config.run_id,
-                iteration=it.iteration,
-                model=self.config.model,
-                suite_name=self.config.suite_name,
-                suite_version=self.config.suite_version,
-                started_at=results.started_at,
-                finished_at=results.finished_at,
-                status=episode_status(results.summary.pass_rate),
-                summary=EpisodeSummary.of(results.summary),
-                results_path=str(iteration_dir(self.dir, it.iteration) / "results.json"),
-                by_model={k: EpisodeModelSummary(**v.model_dump()) for k, v in results.summary.by_model.items()},
-            )
-        )
+        self.store.record(episode_of(results, episode_id=episode_id, results_path=str(paths.results)))
         reflection = self.learning.after_iteration(
             self.dir,
             self.config.run_id,
             it.iteration,
-            results.results,
-            [t for t in self.tasks if t.id == base_id(t.id)],
+            [*results.results, *results.control_results],
+            [t for t in self.tasks if not is_control(t.id)],
         )
         if reflection is not None:
             applied = sum(o.applied for o in reflection.operations)
@@ -405,22 +386,32 @@ class Run:
                 + (f" — {reflection.reason}" if reflection.reason else "")
             )
         it.episode_id, it.status = episode_id, "done"
+        self._finished[it.iteration] = results
+        self._committed.pop(it.iteration, None)
         self.state.save(self.dir)
         self.write_summary()
-        s = results.summary
-        self.notify(f"Iteration {it.iteration}: {s.passed}/{s.total} passed ({s.pass_rate:.1%})")
+        self.notify(f"Iteration {it.iteration}: {headline(results.summary)}")
 
-    # ------------------------------------------------------------------ outputs
+    # ------------------------------------------------------------------ run outputs
 
-    def load_iteration(self, i: int) -> TerminalBenchResults | None:
-        path = iteration_dir(self.dir, i) / "results.json"
-        if not path.is_file():
-            return None
-        return TerminalBenchResults.model_validate_json(path.read_text())
+    def finished_iterations(self) -> list[TerminalBenchResults]:
+        out = []
+        for it in self.state.iterations:
+            if it.status != "done":
+                continue
+            if it.iteration not in self._finished:
+                path = self.layout.iteration(it.iteration).results
+                if not path.is_file():
+                    continue
+                self._finished[it.iteration] = read_model(path, TerminalBenchResults, "an iteration's results.json")
+                delta = self.layout.iteration(it.iteration).delta
+                if delta.is_file():
+                    self._deltas[it.iteration] = read_model(delta, IterationDelta, "an iteration's delta.json")
+            out.append(self._finished[it.iteration])
+        return out
 
     def write_summary(self) -> None:
-        done = [it.iteration for it in self.state.iterations if it.status == "done"]
-        iterations = [r for i in done if (r := self.load_iteration(i)) is not None]
+        iterations = self.finished_iterations()
         summary = summarize_run(
             run_id=self.config.run_id,
             model=self.config.model,
@@ -428,10 +419,15 @@ class Run:
             planned=self.config.iterations,
             iterations=iterations,
         )
-        deltas: list[IterationDelta] = []
-        for i in done:
-            path = iteration_dir(self.dir, i) / "delta.json"
-            if path.is_file():
-                deltas.append(IterationDelta.model_validate_json(path.read_text()))
-        atomic_write_model(self.dir / "summary.json", summary)
+        atomic_write_model(self.layout.summary, summary)
+        deltas = [self._deltas[r.iteration] for r in iterations if r.iteration in self._deltas]
         write_reports(self.dir, summary, deltas, iterations)  # report.md and report.html
+
+
+def headline(s: Summary) -> str:
+    """`7/8 passed (87.5%)` over graded trials, with ungraded trials named apart; or that nothing was graded."""
+    apart = [f"{n} {what}" for n, what in ((s.infra_errors, "infra error(s)"), (s.build_errors, "build error(s)")) if n]
+    note = f"; not graded: {', '.join(apart)}" if apart else ""
+    if s.pass_rate is None:
+        return f"no graded trial of {s.total}{note}"
+    return f"{s.passed}/{s.graded} passed ({rate_text(s.pass_rate)}){note}"

@@ -2,7 +2,7 @@
 
 The orchestrator only schedules and books: it starts workers while RAM and disk allow, watches their
 heartbeats, kills a worker that went silent (its container removed, the trial an `infra_error`, retried by
-policy), and commits each result through the same `Run` bookkeeping as the sequential loop.
+policy), and commits each result through the run's `TrialBook`, as the sequential executor does.
 """
 
 from __future__ import annotations
@@ -13,23 +13,22 @@ import signal
 import subprocess
 import time
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
-from tbench.bench.tasks import Task, TrialResult, utcnow
-from tbench.bench.trial import TrialSpec
 from tbench.errors import FailureMode, InfraError
 from tbench.fsutil import atomic_write_model
+from tbench.models.layout import RunLayout, TrialPaths
+from tbench.models.results import TrialResult, error_result
+from tbench.models.task import Task
+from tbench.models.trial import Heartbeat, TrialSpec
+from tbench.overnight.executor import TrialBook
 from tbench.overnight.progress import Progress
 from tbench.overnight.resources import Budget
-from tbench.overnight.state import IterationState
-from tbench.overnight.worker import HEARTBEAT_FILE, JOB_FILE, OUTCOME_FILE, Heartbeat, WorkerJob, launch_command
-
-if TYPE_CHECKING:
-    from tbench.overnight.iterate import Run
+from tbench.overnight.worker import launch_command
 
 POLL_SEC = 0.05
 CANCEL_WAIT_SEC = 10.0
@@ -63,7 +62,7 @@ class Watchdog:
 
     def stuck(self, slot: Slot, now: float) -> str | None:
         try:
-            hb = Heartbeat.model_validate_json((slot.spec.trial_dir / HEARTBEAT_FILE).read_text())
+            hb = Heartbeat.model_validate_json(TrialPaths(slot.spec.trial_dir).heartbeat.read_text())
         except (OSError, ValidationError):
             hb = None
         last = hb.beat_at if hb else slot.started
@@ -85,26 +84,26 @@ class ParallelExecutor:
     def capacity(self) -> int:
         return self.budget.auto_workers() if self.workers == "auto" else int(self.workers)
 
-    def __call__(self, run: Run, it: IterationState, tasks: list[Task]) -> None:
+    def run_iteration(self, book: TrialBook, iteration: int, tasks: Sequence[Task]) -> None:
         queue: deque[tuple[Task, float]] = deque((t, 0.0) for t in tasks)
         running: dict[str, Slot] = {}
-        self.progress.start_iteration(it.iteration, run.config.iterations, len(tasks))
+        self.progress.start_iteration(iteration, book.iterations_planned, len(tasks))
         try:
-            while running or (queue and not run.stop.reason):
+            while running or (queue and not book.stop.reason):
                 now = time.time()
                 for slot in list(running.values()):
-                    result = self._poll(run, slot, now)
+                    result = self._poll(book, slot, now)
                     if result is not None:
                         del running[slot.task.id]
-                        self._finish(run, it, slot, result, queue)
-                if run.stop.cancel:
-                    self._cancel(run, running)
+                        self._finish(book, iteration, slot, result, queue)
+                if book.stop.cancel:
+                    self._cancel(book, running)
                     return
-                self._launch(run, it, queue, running)
+                self._launch(book, iteration, queue, running)
                 self.progress.update(len(running), len(queue))
                 time.sleep(POLL_SEC)
         except BaseException:
-            self._cancel(run, running)
+            self._cancel(book, running)
             raise
         finally:
             self.progress.end_iteration()
@@ -124,8 +123,8 @@ class ParallelExecutor:
 
     # ---------------------------------------------------------------- scheduling
 
-    def _spawn(self, run: Run) -> Worker:
-        logs = run.dir / "workers"
+    def _spawn(self, book: TrialBook) -> Worker:
+        logs = RunLayout(book.run_dir).workers_dir
         logs.mkdir(exist_ok=True)
         log = (logs / f"worker-{time.time_ns()}.log").open("w")
         proc = subprocess.Popen(
@@ -139,12 +138,12 @@ class ParallelExecutor:
         log.close()
         return Worker(proc)
 
-    def _assign(self, run: Run, trial_dir: Path) -> Worker:
+    def _assign(self, book: TrialBook, trial_dir: Path) -> Worker:
         while self.idle:
             worker = self.idle.pop()
             if worker.alive() and self._send(worker, trial_dir):
                 return worker
-        worker = self._spawn(run)
+        worker = self._spawn(book)
         if not self._send(worker, trial_dir):
             raise InfraError("a new worker process died at once; see the run's workers/ logs")
         return worker
@@ -159,31 +158,35 @@ class ParallelExecutor:
         except (OSError, ValueError):
             return False
 
-    def _launch(self, run: Run, it: IterationState, queue: deque[tuple[Task, float]], running: dict[str, Slot]) -> None:
-        while queue and not run.stop.reason and len(running) < self.capacity():
+    def _launch(
+        self, book: TrialBook, iteration: int, queue: deque[tuple[Task, float]], running: dict[str, Slot]
+    ) -> None:
+        while queue and not book.stop.reason and len(running) < self.capacity():
             now = time.time()
             index = next((i for i, (_, not_before) in enumerate(queue) if not_before <= now), None)
             if index is None:
                 return  # only backed-off retries left
             task, _ = queue[index]
-            free = self.budget.disk_free_mb(run.dir)
+            free = self.budget.disk_free_mb(book.run_dir)
             if free < self.budget.min_free_disk_mb:
-                run.stop.request(
-                    f"disk guard: {free} MB free under {run.dir}, below {self.budget.min_free_disk_mb} MB", exit_code=1
+                book.stop.request(
+                    f"disk guard: {free} MB free under {book.run_dir}, below {self.budget.min_free_disk_mb} MB",
+                    exit_code=1,
                 )
                 return
             running_mb = sum(s.need_mb for s in running.values())
             if not self.budget.ram_allows(task, running_mb):
                 return  # re-checked on the next poll, as trials finish
             del queue[index]
-            spec = run.begin_trial(it, task)
-            spec.trial_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write_model(spec.trial_dir / JOB_FILE, WorkerJob.of(run.config, spec))
-            worker = self._assign(run, spec.trial_dir)
+            spec = book.begin_trial(iteration, task)
+            paths = TrialPaths(spec.trial_dir)
+            paths.dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_model(paths.job, book.worker_job(spec))
+            worker = self._assign(book, paths.dir)
             running[task.id] = Slot(task=task, spec=spec, worker=worker, need_mb=self.budget.need_mb(task))
 
-    def _poll(self, run: Run, slot: Slot, now: float) -> TrialResult | None:
-        outcome = slot.spec.trial_dir / OUTCOME_FILE
+    def _poll(self, book: TrialBook, slot: Slot, now: float) -> TrialResult | None:
+        outcome = TrialPaths(slot.spec.trial_dir).outcome
         if outcome.exists():
             with contextlib.suppress(OSError, ValidationError):
                 result = TrialResult.model_validate_json(outcome.read_text())
@@ -192,40 +195,38 @@ class ParallelExecutor:
                 return result
         rc = slot.worker.proc.poll()
         if rc is not None:
-            run.envs.cleanup_trial(slot.spec.trial_id)
-            return self._infra_result(slot, f"worker exited with {rc} before reporting a result")
+            book.cleanup_trial(slot.spec.trial_id)
+            return self._lost(slot, f"worker exited with {rc} before reporting a result")
         reason = self.watchdog.stuck(slot, now)
         if reason is None:
             return None
         self._kill(slot.worker)
-        run.envs.cleanup_trial(slot.spec.trial_id)
-        return self._infra_result(slot, reason)
+        book.cleanup_trial(slot.spec.trial_id)
+        return self._lost(slot, reason)
 
     def _finish(
-        self, run: Run, it: IterationState, slot: Slot, result: TrialResult, queue: deque[tuple[Task, float]]
+        self, book: TrialBook, iteration: int, slot: Slot, result: TrialResult, queue: deque[tuple[Task, float]]
     ) -> None:
-        if run.finish_trial(it, slot.task, result):
+        if book.finish_trial(iteration, slot.task, result):
             self.progress.trial_done(result)
         else:
-            queue.append((slot.task, time.time() + run.retry_delay(it, slot.task)))
+            queue.append((slot.task, time.time() + book.retry_delay(iteration, slot.task)))
 
     @staticmethod
-    def _infra_result(slot: Slot, message: str) -> TrialResult:
+    def _lost(slot: Slot, message: str) -> TrialResult:
+        """A trial whose worker died or hung: an infra error, retried by the grading policy."""
         spec = slot.spec
-        return TrialResult(
+        return error_result(
+            mode=FailureMode.INFRA_ERROR,
+            message=message,
             trial_id=spec.trial_id,
             run_id=spec.run_id,
             iteration=spec.iteration,
             task_id=spec.task.id,
             task_name=spec.task.name,
             model=spec.model_label,
-            status="error",
-            failure_mode=FailureMode.INFRA_ERROR,
-            error_message=message,
-            duration_ms=int((time.time() - slot.started) * 1000),
-            started_at=utcnow(),
-            finished_at=utcnow(),
             trial_dir=spec.trial_dir.relative_to(spec.run_dir).as_posix(),
+            duration_ms=int((time.time() - slot.started) * 1000),
         )
 
     # ---------------------------------------------------------------- stopping
@@ -236,7 +237,7 @@ class ParallelExecutor:
             os.killpg(worker.proc.pid, signal.SIGKILL)
         worker.proc.wait()
 
-    def _cancel(self, run: Run, running: dict[str, Slot]) -> None:
+    def _cancel(self, book: TrialBook, running: dict[str, Slot]) -> None:
         """Second signal: stop the running trials now. Each worker gets SIGTERM (its environment is stopped),
         then SIGKILL; leftover containers are removed by label. The trials stay `running` in state.json and
         run again on resume."""
@@ -249,5 +250,5 @@ class ParallelExecutor:
                 slot.worker.proc.wait(timeout=max(0.1, deadline - time.time()))
             if slot.worker.alive():
                 self._kill(slot.worker)
-            run.envs.cleanup_trial(slot.spec.trial_id)
+            book.cleanup_trial(slot.spec.trial_id)
         running.clear()

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
-from tbench.bench.tasks import TrialResult
+from tbench.models.results import TrialResult, is_control
 
 
 class Progress:
@@ -37,7 +37,9 @@ class Progress:
     def trial_done(self, result: TrialResult) -> None:
         self.done += 1
         self.durations.append(result.duration_ms / 1000)
-        if not result.is_infra:
+        if is_control(result.task_id):
+            return  # the learning proof's control arm is no part of the agent's own rate
+        if result.is_graded:
             self.graded += 1
             self.passed += result.status == "pass"
 

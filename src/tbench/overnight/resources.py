@@ -10,7 +10,7 @@ from pathlib import Path
 
 import psutil
 
-from tbench.bench.tasks import Task
+from tbench.models.task import Task
 
 MB = 1024 * 1024
 

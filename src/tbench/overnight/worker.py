@@ -17,68 +17,16 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from pydantic import BaseModel, Field
-
 from tbench.agents.base import ModelRunner
+from tbench.agents.model_adapter import create_model_runner
 from tbench.bench.environments import EnvironmentFactory
-from tbench.bench.tasks import Task
-from tbench.bench.trial import TrialSpec, run_trial
+from tbench.bench.trial import run_trial
 from tbench.fsutil import atomic_write_model
-from tbench.overnight.state import RunConfig
+from tbench.models.layout import TrialPaths
+from tbench.models.trial import Heartbeat, WorkerJob
 from tbench.proc import die_with_parent
 
-JOB_FILE = "worker-job.json"
-HEARTBEAT_FILE = "heartbeat.json"
-OUTCOME_FILE = "worker-result.json"
 BEAT_EVERY_SEC = 1.0
-
-
-class WorkerJob(BaseModel):
-    config: RunConfig
-    task: Task
-    iteration: int
-    trial_id: str
-    trial_dir: str
-    model_label: str
-    system_prompt_append: str | None = None
-    lesson_ids: list[str] = Field(default_factory=list)
-
-    def spec(self) -> TrialSpec:
-        return TrialSpec(
-            task=self.task,
-            run_id=self.config.run_id,
-            iteration=self.iteration,
-            trial_id=self.trial_id,
-            trial_dir=Path(self.trial_dir),
-            run_dir=Path(self.config.output),
-            model_label=self.model_label,
-            default_timeout_sec=self.config.timeout_sec,
-            max_turns=self.config.max_turns,
-            system_prompt_append=self.system_prompt_append,
-            lesson_ids=tuple(self.lesson_ids),
-        )
-
-    @classmethod
-    def of(cls, config: RunConfig, spec: TrialSpec) -> WorkerJob:
-        return cls(
-            config=config,
-            task=spec.task,
-            iteration=spec.iteration,
-            trial_id=spec.trial_id,
-            trial_dir=str(spec.trial_dir),
-            model_label=spec.model_label,
-            system_prompt_append=spec.system_prompt_append,
-            lesson_ids=list(spec.lesson_ids),
-        )
-
-
-class Heartbeat(BaseModel):
-    pid: int
-    phase: str
-    phase_started: float
-    """Epoch seconds."""
-    phase_budget_sec: float | None
-    beat_at: float
 
 
 class _Beater:
@@ -124,25 +72,24 @@ def main() -> int:
     A long-lived worker pays for interpreter start-up and the engine connection once, not per trial."""
     signal.signal(signal.SIGTERM, _on_term)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C belongs to the orchestrator's graceful stop
-    from tbench.overnight.iterate import build_runner
-
     envs = EnvironmentFactory()
     runners: dict[str, ModelRunner] = {}
     for line in sys.stdin:
-        trial_dir = Path(line.strip())
-        job = WorkerJob.model_validate_json((trial_dir / JOB_FILE).read_text())
-        beater = _Beater(trial_dir / HEARTBEAT_FILE)
+        paths = TrialPaths(Path(line.strip()))
+        job = WorkerJob.model_validate_json(paths.job.read_text())
+        beater = _Beater(paths.heartbeat)
         beater.beat()
         threading.Thread(target=beater.run, daemon=True).start()
         try:
-            if job.model_label not in runners:
-                runners[job.model_label] = build_runner(job.config, job.model_label)
-            result = run_trial(job.spec(), runners[job.model_label], envs.create, on_phase=beater.set_phase)
+            label = job.model.label
+            if label not in runners:
+                runners[label] = create_model_runner(job.model)
+            result = run_trial(job.spec, runners[label], envs.create, on_phase=beater.set_phase)
         except KeyboardInterrupt:
             return 130
         finally:
             beater.stop()
-        atomic_write_model(trial_dir / OUTCOME_FILE, result)
+        atomic_write_model(paths.outcome, result)
     return 0
 
 

@@ -1,5 +1,1 @@
-"""Iteration deltas, run summary and the markdown report."""
-
-from tbench.report.summary import IterationDelta, RunSummary, compute_delta, summarize_run
-
-__all__ = ["IterationDelta", "RunSummary", "compute_delta", "summarize_run"]
+"""The run report: report.md and a self-contained report.html, from the statistics layer (tbench.stats)."""

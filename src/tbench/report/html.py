@@ -16,8 +16,9 @@ from markupsafe import Markup, escape
 from plotly.colors import qualitative
 from plotly.offline import get_plotlyjs
 
-from tbench.report.run_report import Report, TrialView
-from tbench.report.stats import IterationStat
+from tbench.models.grading import rate_text
+from tbench.report.view import Report, TrialView
+from tbench.stats.inference import IterationStat
 
 _PLOT_CONFIG = {"displaylogo": False, "responsive": True}
 _PALETTE = qualitative.Plotly
@@ -33,7 +34,7 @@ _LAYOUT = {
 @cache
 def _env() -> Environment:
     env = Environment(loader=PackageLoader("tbench.report", "templates"), autoescape=select_autoescape(["j2"]))
-    env.filters["pct"] = lambda x, digits=1: "—" if x is None else f"{x * 100:.{digits}f}%"
+    env.filters["pct"] = lambda x, digits=1: rate_text(x, digits)
     env.filters["pp"] = lambda x: "—" if x is None else f"{x * 100:+.1f} pp"
     env.filters["money"] = lambda x, digits=4: "—" if x is None else f"${x:.{digits}f}"
     env.filters["num"] = lambda x: "—" if x is None else f"{x:,.0f}"
@@ -179,7 +180,7 @@ def _grid_rows(report: Report) -> Markup:
             + "</td>"
             for cell in row.cells
         )
-        rate = "—" if row.rate is None else f"{row.rate:.0%}"
+        rate = rate_text(row.rate, 0)
         out.append(
             f'<tr id="row-{escape(row.task_id)}-{escape(row.model)}"><td class="task">{label}{flaky}</td>'
             f'{cells}<td class="r">{rate}</td></tr>'

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from tbench.report.summary import IterationDelta, RunSummary
+from tbench.models.grading import NO_GRADED_TRIAL, rate_text
+from tbench.models.summary import IterationDelta, RunSummary
 
 _MARK = {"pass": "✓", "fail": "✗", "timeout": "⏱", "error": "!"}
 
@@ -21,36 +22,43 @@ def render_markdown(summary: RunSummary, deltas: list[IterationDelta]) -> str:
             f"- Mean pass rate: **{s.mean_pass_rate:.1%}** (best iteration {s.best_iteration}, "
             f"worst {s.worst_iteration})"
         )
-    out += [f"- Trials: {s.total_trials}; tokens: {s.total_tokens}; cost: ${s.total_cost_usd:.4f}", ""]
+    elif s.iterations:
+        out.append(f"- Mean pass rate: **{NO_GRADED_TRIAL}** — every trial ended in an infra or build error")
+    out += [
+        f"- Trials: {s.total_trials} ({s.graded_trials} graded, {s.ungraded_trials} not graded); "
+        f"tokens: {s.total_tokens}; cost: ${s.total_cost_usd:.4f}",
+        "",
+    ]
     out += [
         "## Iterations",
         "",
-        "| # | pass rate | passed/total | timeout | error | infra | avg duration |",
-        "|---|---|---|---|---|---|---|",
+        "| # | pass rate | passed/graded | timeout | error | infra | build | avg duration |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for line in s.iterations:
         out.append(
-            f"| {line.iteration} | {line.pass_rate:.1%} | {line.passed}/{line.total} | {line.timeout} | "
-            f"{line.error} | {line.infra_errors} | {line.avg_duration_ms / 1000:.1f}s |"
+            f"| {line.iteration} | {rate_text(line.pass_rate)} | {line.passed}/{line.graded} | {line.timeout} | "
+            f"{line.error} | {line.infra_errors} | {line.build_errors} | {line.avg_duration_ms / 1000:.1f}s |"
         )
     if len(s.by_model) > 1:
         out += [
             "",
             "## By model",
             "",
-            "| model | trials | passed | infra | pass rate | tokens | cost |",
+            "| model | trials | passed | not graded | pass rate | tokens | cost |",
             "|---|---|---|---|---|---|---|",
         ]
         for name, m in s.by_model.items():
             out.append(
-                f"| {name} | {m.total} | {m.passed} | {m.infra_errors} | {m.pass_rate:.1%} | {m.total_tokens} | "
-                f"${m.total_cost_usd:.4f} |"
+                f"| {name} | {m.total} | {m.passed} | {m.infra_errors + m.build_errors} | {rate_text(m.pass_rate)} "
+                f"| {m.total_tokens} | ${m.total_cost_usd:.4f} |"
             )
     if deltas:
         out += ["", "## Changes between iterations", ""]
         for d in deltas:
+            change = NO_GRADED_TRIAL if d.pass_rate_change is None else f"{d.pass_rate_change:+.1%}"
             out.append(
-                f"- {d.previous_iteration} → {d.iteration}: {d.pass_rate_change:+.1%}; "
+                f"- {d.previous_iteration} → {d.iteration}: {change}; "
                 f"improved: {', '.join(d.improved) or '—'}; regressed: {', '.join(d.regressed) or '—'}"
             )
     if s.tasks:
@@ -64,8 +72,8 @@ def render_markdown(summary: RunSummary, deltas: list[IterationDelta]) -> str:
         ]
         for t in s.tasks:
             marks = " | ".join(_MARK[o] for o in t.outcomes)
-            out.append(f"| {t.task_id}{' (flaky)' if t.flaky else ''} | {marks} | {t.pass_rate:.0%} |")
-        out += ["", "✓ pass · ✗ fail · ⏱ timeout · ! error (infra errors are excluded from pass rates)"]
+            out.append(f"| {t.task_id}{' (flaky)' if t.flaky else ''} | {marks} | {rate_text(t.pass_rate, 0)} |")
+        out += ["", "✓ pass · ✗ fail · ⏱ timeout · ! error (infra and build errors are not graded: see below)"]
     if s.flaky_tasks:
         out += ["", f"Flaky tasks (passed in some iterations, failed in others): {', '.join(s.flaky_tasks)}"]
     return "\n".join(out) + "\n"

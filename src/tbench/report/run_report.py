@@ -10,122 +10,41 @@ from __future__ import annotations
 import os
 import re
 import traceback
-from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
 from tbench.archivist.proof import learning_markdown
-from tbench.bench.tasks import TerminalBenchResults, TrialResult, utcnow
 from tbench.fsutil import atomic_write_text
-from tbench.overnight.state import CONFIG_FILE, RunConfig
+from tbench.models.grading import rate_text
+from tbench.models.layout import (
+    AGENT_DIR,
+    CONFIG_FILE,
+    REPORT_HTML,
+    REPORT_MD,
+    TEST_OUTPUT_FILE,
+    TRAJECTORY_FILE,
+    VERIFIER_DIR,
+)
+from tbench.models.results import TerminalBenchResults, TrialResult
+from tbench.models.run import RunConfig
+from tbench.models.summary import IterationDelta, RunSummary
 from tbench.report.markdown import render_markdown
-from tbench.report.runs import Baseline, load_run_folder, resolve_baseline
-from tbench.report.stats import (
-    Cell,
-    Comparison,
+from tbench.report.runs import load_run_folder, resolve_baseline
+from tbench.report.view import MARK, GridRow, Report, TrialView
+from tbench.stats.inference import (
     Interval,
-    IterationStat,
     RunStats,
-    TaskDiff,
     by_model,
     cell_of,
     compare,
     iteration_stats,
     run_stats,
 )
-from tbench.report.summary import IterationDelta, RunSummary, summarize_run
-
-MARK: dict[Cell, str] = {"pass": "✓", "fail": "✗", "timeout": "T", "error": "!", "infra": "∅"}
-"""Cell marks for HTML (common fonts lack report.md's ⏱); the colour says the same."""
-REPORT_MD = "report.md"
-REPORT_HTML = "report.html"
-_MD_ROWS = 25
-"""Longest list report.md shows; report.html has them all."""
-
-
-@dataclass(slots=True)
-class TrialView:
-    """One trial as the report shows it; paths are relative to the run folder, ready for href."""
-
-    iteration: int
-    task_id: str
-    model: str
-    cell: Cell
-    mark: str
-    title: str
-    duration_s: float
-    failure_mode: str | None
-    tokens: int
-    cost_usd: float | None
-    log: str
-    tests: str | None
-    trajectory: str | None
-    agent: str | None
-
-
-@dataclass(slots=True)
-class GridRow:
-    task_id: str
-    model: str
-    passed: int
-    graded: int
-    rate: float | None
-    flaky: bool
-    cells: list[list[TrialView]]
-    """One list per iteration column (empty: the task did not run in it)."""
-
-
-@dataclass
-class Report:
-    run_dir: Path
-    config: RunConfig
-    summary: RunSummary
-    deltas: list[IterationDelta]
-    stats: RunStats
-    iterations: list[int]
-    grid: list[GridRow]
-    trials_by_iteration: dict[int, list[TrialView]]
-    baseline: Baseline | None
-    baseline_note: str
-    vs_baseline: Comparison | None
-    first_last: Comparison | None
-    model_stats: dict[str, RunStats] = field(default_factory=dict)
-    """Only for runs with more than one model."""
-    model_iterations: dict[str, list[IterationStat]] = field(default_factory=dict)
-    model_comparisons: list[Comparison] = field(default_factory=list)
-    learning: list[str] = field(default_factory=list)
-    """The Archivist's section (held-out arms and verdict), markdown lines; empty without memory."""
-    generated_at: str = field(default_factory=utcnow)
-
-    @property
-    def mixed(self) -> bool:
-        return len(self.stats.models) > 1
-
-    @property
-    def regressions(self) -> list[TaskDiff]:
-        """Tasks that pass less often than in the baseline, worst first."""
-        if self.vs_baseline is None:
-            return []
-        return sorted((d for d in self.vs_baseline.per_task if d.diff < 0), key=lambda d: (d.diff, d.task_id))
-
-    @property
-    def headline(self) -> tuple[str, str]:
-        """(css class, sentence) for the top of both reports."""
-        c = self.vs_baseline
-        if self.baseline is None:
-            return "none", f"Baseline: {self.baseline_note}."
-        if c is None:
-            label = self.baseline.trials.label
-            return "none", f"Baseline: `{label}`, {self.baseline.how}; no finished iteration to compare with it yet."
-        where = f"the baseline `{c.label_a}`, {self.baseline.how}"
-        if c.verdict == "regressed":
-            return "bad", f"Significantly worse than {where}: {c.details()}."
-        if c.verdict == "improved":
-            return "good", f"Significantly better than {where}: {c.details()}."
-        return "same", f"No significant change against {where}: {c.details()}."
-
+from tbench.stats.summaries import summarize_run
 
 _URL_SAFE = re.compile(r"^[A-Za-z0-9._/-]*$")
+_MD_ROWS = 25
+"""Longest list report.md shows; report.html has them all."""
 
 
 def _href(rel: str) -> str:
@@ -159,9 +78,9 @@ def _trial_view(r: TrialResult, run_dir: str) -> TrialView:
         tokens=r.tokens_used,
         cost_usd=r.cost_usd,
         log=_href(f"{folder}/trial.log"),
-        tests=link("verifier/test-output.txt"),
-        trajectory=link("agent/trajectory.json"),
-        agent=link("agent/"),
+        tests=link(f"{VERIFIER_DIR}/{TEST_OUTPUT_FILE}"),
+        trajectory=link(f"{AGENT_DIR}/{TRAJECTORY_FILE}"),
+        agent=link(f"{AGENT_DIR}/"),
     )
 
 
@@ -225,7 +144,7 @@ def build_report(
 
 
 def _pct(x: float | None) -> str:
-    return "—" if x is None else f"{x:.1%}"
+    return rate_text(x)
 
 
 def _ci(interval: Interval | None) -> str:
@@ -252,26 +171,35 @@ def render_report_markdown(report: Report) -> str:
     return "\n".join(out)
 
 
+def _ungraded_line(s: RunStats) -> str:
+    """Infra and build errors: counted and shown, never graded (models/grading.py)."""
+    o = s.overall
+    share = o.infra_errors / o.trials if o.trials else 0.0
+    infra = o.infra_errors - o.build_errors
+    return (
+        f"- Not graded: {o.infra_errors} of {o.trials} trials ({share:.1%}) — {infra} infra error(s), "
+        f"{o.build_errors} build error(s) — left out of every pass rate; retried attempts: {s.retries}"
+    )
+
+
 def _stats_markdown(report: Report) -> list[str]:
     s = report.stats
     out = ["## Statistics", ""]
     if s.pass_at_1 is None:
+        if s.overall.trials:
+            return [*out, _ungraded_line(s), "", "No graded trial: these results say nothing about the agent."]
         return [*out, "No graded trial yet."]
     graded_tasks = sum(1 for t in s.tasks if t.graded)
     out.append(
         f"- pass@1 (mean per-task pass rate): **{s.pass_at_1:.1%}**, 95% CI {_ci(s.pass_at_1_interval)} "
         f"(bootstrap over {graded_tasks} tasks, then trials; {s.overall.graded} graded trials)"
     )
-    infra_rate = s.overall.infra_errors / s.overall.trials if s.overall.trials else 0.0
-    out.append(
-        f"- Infra errors: {s.overall.infra_errors} of {s.overall.trials} trials ({infra_rate:.1%}), "
-        f"left out of every pass rate; retried attempts: {s.retries}"
-    )
+    out.append(_ungraded_line(s))
     if s.infra_tasks:
         out.append("  - by task: " + ", ".join(f"{t} ({n})" for t, n in s.infra_tasks.items()))
     out += [
         "",
-        "| iteration | pass rate | 95% Wilson CI | passed/graded | infra |",
+        "| iteration | pass rate | 95% Wilson CI | passed/graded | not graded |",
         "|---|---|---|---|---|",
     ]
     out += [

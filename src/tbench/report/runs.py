@@ -7,18 +7,15 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import BaseModel, ValidationError
-
-from tbench.bench.episode_store import Episode, EpisodeStore
-from tbench.bench.tasks import TerminalBenchResults, TrialResult, utcnow
+from tbench.bench.episode_store import EpisodeStore
 from tbench.errors import UserError
 from tbench.fsutil import atomic_write_model
-from tbench.overnight.state import CONFIG_FILE, STATE_FILE, RunConfig, RunState, load_run
-from tbench.report.summary import IterationDelta
-
-GYM_DIR = Path(".openagents") / "gym"
-"""Under the project root; the same place `overnight/iterate.py` records episodes."""
-BASELINE_FILE = "baseline.json"
+from tbench.models.common import read_model, utcnow
+from tbench.models.episode import BaselineChoice, Episode
+from tbench.models.layout import IterationPaths, ProjectLayout, RunLayout
+from tbench.models.results import TerminalBenchResults, TrialResult
+from tbench.models.run import RunConfig, RunState, load_run
+from tbench.models.summary import IterationDelta
 
 
 @dataclass(frozen=True)
@@ -46,38 +43,31 @@ class TrialSet:
 
 
 def read_results(path: Path) -> TerminalBenchResults:
-    try:
-        return TerminalBenchResults.model_validate_json(path.read_bytes())
-    except OSError as exc:
-        raise UserError(f"cannot read ({exc.strerror})", path=path) from None
-    except ValidationError as exc:
-        raise UserError(f"not an iteration's results.json ({exc.errors()[0]['msg']})", path=path) from None
+    return read_model(path, TerminalBenchResults, "an iteration's results.json")
 
 
 def load_run_folder(run_dir: Path) -> RunFolder:
     config, state = load_run(run_dir)
+    layout = RunLayout(run_dir)
     iterations, deltas = [], []
     for it in state.iterations:
-        folder = run_dir / "iterations" / f"{it.iteration:03d}"
-        if it.status != "done" or not (folder / "results.json").is_file():
+        paths = layout.iteration(it.iteration)
+        if it.status != "done" or not paths.results.is_file():
             continue
-        iterations.append(read_results(folder / "results.json"))
-        if (folder / "delta.json").is_file():
-            try:
-                deltas.append(IterationDelta.model_validate_json((folder / "delta.json").read_bytes()))
-            except ValidationError as exc:
-                raise UserError(f"unreadable delta ({exc.errors()[0]['msg']})", path=folder / "delta.json") from None
+        iterations.append(read_results(paths.results))
+        if paths.delta.is_file():
+            deltas.append(read_model(paths.delta, IterationDelta, "an iteration's delta.json"))
     return RunFolder(run_dir.resolve(), config, state, iterations, deltas)
 
 
 def load_trial_set(path: Path) -> TrialSet:
     """A run folder (all finished iterations), an iteration folder, or a results.json."""
-    if path.is_dir() and (path / CONFIG_FILE).is_file() and (path / STATE_FILE).is_file():
+    if path.is_dir() and RunLayout(path).is_run():
         run = load_run_folder(path)
         if not run.iterations:
             raise UserError("this run has no finished iteration yet", path=path)
         return TrialSet(run.config.run_id, run.trials, run.config.suite_name)
-    results = path / "results.json" if path.is_dir() else path
+    results = IterationPaths(path).results if path.is_dir() else path
     if not results.is_file():
         raise UserError("not a run folder, an iteration folder or a results.json", path=path)
     tb = read_results(results)
@@ -87,22 +77,8 @@ def load_trial_set(path: Path) -> TrialSet:
 # ---------------------------------------------------------------- baseline
 
 
-class BaselineChoice(BaseModel):
-    """`baseline.json`: the run (or one iteration of it) that reports and `compare` measure against."""
-
-    schema_version: int = 1
-    run_id: str
-    run_dir: str
-    """Absolute."""
-    iteration: int | None = None
-    """None: every finished iteration of the run."""
-    suite_name: str
-    model: str
-    set_at: str
-
-
 def baseline_path(project_root: Path) -> Path:
-    return project_root / GYM_DIR / BASELINE_FILE
+    return ProjectLayout(project_root).baseline
 
 
 def set_baseline(project_root: Path, run_dir: Path, iteration: int | None = None) -> BaselineChoice:
@@ -111,7 +87,12 @@ def set_baseline(project_root: Path, run_dir: Path, iteration: int | None = None
     if not done:
         raise UserError("this run has no finished iteration yet; a baseline needs one", path=run_dir)
     if iteration is not None and iteration not in done:
-        raise UserError(f"iteration {iteration} is not finished in this run (finished: {done})", field="--iteration")
+        raise UserError(f"iteration {iteration} is not finished in this run (finished: {done})", field="iteration")
+    chosen = [it for it in run.iterations if iteration is None or it.iteration == iteration]
+    if all(it.summary.pass_rate is None for it in chosen):
+        raise UserError(
+            "graded no trial (every one was an infra or build error); it cannot be a baseline", path=run_dir
+        )
     choice = BaselineChoice(
         run_id=run.config.run_id,
         run_dir=str(run.dir),
@@ -129,11 +110,9 @@ def read_baseline(project_root: Path) -> BaselineChoice | None:
     if not path.is_file():
         return None
     try:
-        return BaselineChoice.model_validate_json(path.read_bytes())
-    except ValidationError as exc:
-        raise UserError(
-            f"unreadable baseline ({exc.errors()[0]['msg']}); set it again with `tbench baseline set`", path=path
-        ) from None
+        return read_model(path, BaselineChoice, "a baseline.json")
+    except UserError as exc:
+        raise UserError(f"{exc}; set it again with `tbench baseline set`") from None
 
 
 @dataclass(frozen=True)
@@ -159,13 +138,13 @@ def resolve_baseline(project_root: Path, *, run_id: str, suite_name: str) -> tup
             return None, "this run is the baseline"
         source = Path(choice.run_dir)
         if choice.iteration is not None:
-            source = source / "iterations" / f"{choice.iteration:03d}"
+            source = RunLayout(source).iteration(choice.iteration).dir
         try:
             trials = load_trial_set(source)
         except UserError as exc:
             return None, f"the baseline set with `tbench baseline set` cannot be read: {exc}"
         return Baseline(trials, "set with `tbench baseline set`"), ""
-    episode = _latest_success(EpisodeStore(project_root / GYM_DIR), run_id, suite_name)
+    episode = _latest_success(EpisodeStore(ProjectLayout(project_root).gym_dir), run_id, suite_name)
     if episode is None:
         return None, "none yet; set one with `tbench baseline set RUN_DIR`"
     try:

@@ -7,7 +7,7 @@ from typing import Any
 
 from tbench.bench.environments.base import Environment, ExecResult, TrialLabels
 from tbench.bench.environments.local import LocalEnvironment
-from tbench.bench.tasks import Task
+from tbench.models.task import Task
 
 __all__ = ["Environment", "EnvironmentFactory", "ExecResult", "TrialLabels"]
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from tbench.bench.tasks import FileCopy, Task
+from tbench.models.task import FileCopy, Task
 
 
 @dataclass(frozen=True)

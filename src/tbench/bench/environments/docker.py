@@ -25,9 +25,9 @@ import docker.utils
 from filelock import FileLock
 
 from tbench.bench.environments.base import Environment, ExecResult, OutputHook, OutputSink, TrialLabels, ms_since
-from tbench.bench.tasks import EnvironmentSpec, FileCopy, Task
 from tbench.errors import BuildError, InfraError, UserError
 from tbench.fsutil import safe_name
+from tbench.models.task import EnvironmentSpec, FileCopy, Task
 
 LABEL_MANAGED = "tbench.managed"
 LABEL_RUN = "tbench.run_id"

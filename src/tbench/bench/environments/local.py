@@ -21,8 +21,8 @@ from pathlib import Path
 
 from tbench.bench.environments.base import Environment, ExecResult, OutputHook, OutputSink, ms_since
 from tbench.bench.environments.worktree import add_worktree, remove_worktree
-from tbench.bench.tasks import FileCopy
 from tbench.errors import InfraError, TrialError
+from tbench.models.task import FileCopy
 from tbench.proc import die_with_parent
 from tbench.secrets import without_secrets
 

@@ -9,8 +9,8 @@ from pathlib import Path
 from tbench.bench.formats.seed_json import load_seed_suite
 from tbench.bench.formats.tb1 import is_tb1_task, load_tb1_task
 from tbench.bench.formats.tb2 import is_tb2_task, load_tb2_task
-from tbench.bench.tasks import Suite, Task
 from tbench.errors import UserError
+from tbench.models.task import Suite, Task
 
 __all__ = ["load_suite", "select_tasks"]
 
@@ -52,5 +52,5 @@ def select_tasks(suite: Suite, globs: list[str] | None) -> Suite:
     ]
     if not chosen:
         ids = ", ".join(t.id for t in suite.tasks[:8])
-        raise UserError(f"no task matches {' '.join(globs)!r} (tasks include: {ids})", field="--tasks")
+        raise UserError(f"no task matches {' '.join(globs)!r} (tasks include: {ids})", field="tasks")
     return suite.model_copy(update={"tasks": chosen})

@@ -10,15 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tbench.bench.formats._common import check_task_id, read_structured, validate
 from tbench.bench.formats.tb2 import is_tb2_task, load_tb2_task
-from tbench.bench.tasks import (
-    EnvironmentSpec,
-    SeedVerification,
-    SolutionSpec,
-    Suite,
-    Task,
-    VerifierSpec,
-)
 from tbench.errors import UserError
+from tbench.models.task import EnvironmentSpec, SeedVerification, SolutionSpec, Suite, Task, VerifierSpec
 
 
 class _Verification(BaseModel):

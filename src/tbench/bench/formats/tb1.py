@@ -9,8 +9,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from tbench.bench.formats._common import check_task_id, read_structured, validate
-from tbench.bench.tasks import EnvironmentSpec, FileCopy, SolutionSpec, Task, VerifierSpec
 from tbench.errors import UserError
+from tbench.models.task import EnvironmentSpec, FileCopy, SolutionSpec, Task, VerifierSpec
 
 
 class TaskYaml(BaseModel):

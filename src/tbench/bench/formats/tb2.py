@@ -14,8 +14,8 @@ from tbench.bench.formats._common import (
     read_structured,
     validate,
 )
-from tbench.bench.tasks import EnvironmentSpec, FileCopy, SolutionSpec, Task, VerifierSpec
 from tbench.errors import UserError
+from tbench.models.task import EnvironmentSpec, FileCopy, SolutionSpec, Task, VerifierSpec
 
 REWARD_DIR = "/logs/verifier"
 

@@ -2,8 +2,8 @@
 
 The unit of analysis is the task: trials of one task share its difficulty, so they are not independent.
 Run-level figures therefore average per-task rates, intervals resample tasks and then trials, and a
-comparison pairs the two sides task by task. Infra errors say nothing about the agent: they are left out
-of every rate and counted apart.
+comparison pairs the two sides task by task. Ungraded trials (infra and build errors, by the grading policy in
+models/grading.py) say nothing about the agent: they are left out of every rate and counted apart.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, Field
 
-from tbench.bench.tasks import TrialResult
+from tbench.models.results import TrialResult, tally
 
 if TYPE_CHECKING:  # numpy loads on first use: the loop imports this module at start-up
     import numpy as np
@@ -40,11 +40,12 @@ Test = Literal["mcnemar", "sign"]
 
 
 def is_infra(r: TrialResult) -> bool:
-    return r.is_infra
+    """Not graded (an infra or build error): the grading policy's rule, under the name the reports use."""
+    return not r.is_graded
 
 
 def cell_of(r: TrialResult) -> Cell:
-    """The outcome with infra errors told apart from other errors (the grid shows them differently)."""
+    """The outcome with ungraded trials told apart from other errors (the grid shows them differently)."""
     return "infra" if is_infra(r) else r.status
 
 
@@ -115,27 +116,29 @@ def min_differing_tasks(alpha: float = ALPHA) -> int:
 
 
 class RateLine(BaseModel):
-    """A pass rate over graded trials; infra errors are counted, never graded."""
+    """A pass rate over graded trials (the grading policy's tally); ungraded trials are counted, never graded."""
 
     trials: int
     graded: int
     passed: int
     infra_errors: int
+    """Ungraded trials of every kind (infra and build errors); `build_errors` says how many were builds."""
+    build_errors: int = 0
     rate: float | None
     interval: Interval | None
     """Wilson 95%."""
 
     @classmethod
     def of(cls, trials: Sequence[TrialResult]) -> RateLine:
-        graded = [r for r in trials if not is_infra(r)]
-        passed = sum(r.status == "pass" for r in graded)
+        t = tally(trials)
         return cls(
-            trials=len(trials),
-            graded=len(graded),
-            passed=passed,
-            infra_errors=len(trials) - len(graded),
-            rate=passed / len(graded) if graded else None,
-            interval=wilson(passed, len(graded)),
+            trials=t.trials,
+            graded=t.graded,
+            passed=t.passed,
+            infra_errors=t.ungraded,
+            build_errors=t.build_errors,
+            rate=t.passed / t.graded if t.graded else None,
+            interval=wilson(t.passed, t.graded),
         )
 
 
@@ -279,7 +282,7 @@ def task_stats(trials: Sequence[TrialResult]) -> list[TaskStat]:
                 passed=line.passed,
                 infra_errors=line.infra_errors,
                 rate=line.rate,
-                flaky=0 < line.passed < line.graded,
+                flaky=tally(rs).flaky,
             )
         )
     return out

@@ -9,6 +9,8 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from tbench.models.common import Versioned
+
 Scope = Literal["global", "suite", "category", "tool"]
 LessonCategory = Literal[
     "heuristic", "anti_pattern", "tool_usage", "test_strategy", "infra", "prompting", "bugfix_pattern"
@@ -55,7 +57,7 @@ class Lesson(BaseModel):
     retired_reason: str | None = None
 
 
-class LessonFile(BaseModel):
+class LessonFile(Versioned):
     """`lessons.json` (active lessons) and the export format."""
 
     schema_version: int = 1

@@ -9,19 +9,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field
 
-from tbench.agents.model_adapter import ModelSettings
-from tbench.archivist.schema import LearningConfig
-from tbench.bench.tasks import Outcome, utcnow
 from tbench.errors import UserError
 from tbench.fsutil import atomic_write_model
+from tbench.models.common import Versioned, read_model, utcnow
+from tbench.models.grading import Outcome
+from tbench.models.layout import CONFIG_FILE, STATE_FILE
+from tbench.models.lessons import LearningConfig
+from tbench.models.model_settings import ModelSettings
 
-CONFIG_FILE = "config.json"
-STATE_FILE = "state.json"
 
-
-class RunConfig(BaseModel):
+class RunConfig(Versioned):
     schema_version: int = 1
     run_id: str
     created_at: str
@@ -73,7 +72,7 @@ class IterationState(BaseModel):
     trials: dict[str, TrialState] = Field(default_factory=dict)
 
 
-class RunState(BaseModel):
+class RunState(Versioned):
     schema_version: int = 1
     run_id: str
     status: Literal["running", "interrupted", "stopped", "completed"] = "running"
@@ -105,18 +104,12 @@ def load_run(state_path: Path) -> tuple[RunConfig, RunState]:
     if state_path.is_dir():
         state_path = state_path / STATE_FILE
     if not state_path.is_file():
-        raise UserError("no such state file; pass the state.json of an earlier run", path=state_path, field="--resume")
+        raise UserError("no such state file; pass the state.json of an earlier run", path=state_path, field="resume")
     config_path = state_path.parent / CONFIG_FILE
     if not config_path.is_file():
         raise UserError("config.json is missing beside state.json; this is not a tbench run folder", path=config_path)
-    try:
-        config = RunConfig.model_validate_json(config_path.read_text())
-    except ValidationError as exc:
-        raise UserError(f"unreadable run config ({exc.errors()[0]['msg']})", path=config_path) from None
-    try:
-        state = RunState.model_validate_json(state_path.read_text())
-    except ValidationError as exc:
-        raise UserError(f"unreadable run state ({exc.errors()[0]['msg']})", path=state_path) from None
+    config = read_model(config_path, RunConfig, "a tbench run config")
+    state = read_model(state_path, RunState, "a tbench run state")
     if state.run_id != config.run_id:
         raise UserError(f"run id {state.run_id!r} does not match config.json ({config.run_id!r})", path=state_path)
     return config, state

@@ -1,0 +1,103 @@
+"""Task and Suite (the seed's `terminal-bench.ts`): every task format (Terminal-Bench 2 / Harbor, Terminal-Bench 1,
+the seed's JSON suite) is loaded into one `Task`, so nothing downstream knows which format a task came from."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from tbench.models.common import Frozen
+
+Difficulty = Literal["easy", "medium", "hard", "expert", "unknown"]
+TaskFormat = Literal["tb2", "tb1", "seed"]
+
+DEFAULT_AGENT_TIMEOUT_SEC = 3600.0
+DEFAULT_TEST_TIMEOUT_SEC = 600.0
+
+
+class EnvironmentSpec(Frozen):
+    """Where a task runs: a container built from `build_dir` (or `docker_image`), or a host workspace."""
+
+    kind: Literal["docker", "local"]
+    build_dir: Path | None = None
+    """Docker build context; its content keys the image cache."""
+    dockerfile: str = "Dockerfile"
+    docker_image: str | None = None
+    """Prebuilt image; when it cannot be found or pulled, the task is built from `build_dir`."""
+    build_timeout_sec: float = 600.0
+    cpus: float | None = None
+    memory_mb: int | None = None
+    network_mode: Literal["public", "no-network"] = "public"
+    env: dict[str, str] = Field(default_factory=dict)
+    workdir: str | None = None
+    """Working directory for agent and tests; `None` takes the image's WORKDIR."""
+
+
+class FileCopy(Frozen):
+    """A host file or folder copied into the environment at `dest`."""
+
+    src: Path
+    dest: str
+
+
+class SeedVerification(Frozen):
+    """The seed's verification block: `test` and `custom` pass on exit 0, `output` compares stdout."""
+
+    type: Literal["test", "output", "custom"]
+    command: str | None = None
+    expected: str | None = None
+    script: str | None = None
+
+
+class VerifierSpec(Frozen):
+    """How the task's own tests decide the verdict."""
+
+    kind: Literal["reward_file", "pytest", "seed"]
+    timeout_sec: float = DEFAULT_TEST_TIMEOUT_SEC
+    copies: list[FileCopy] = Field(default_factory=list)
+    """Copied in only after the agent has finished, so the agent never sees the tests."""
+    command: str = ""
+    env: dict[str, str] = Field(default_factory=dict)
+    seed: SeedVerification | None = None
+
+
+class SolutionSpec(Frozen):
+    """The task's reference solution, run by the `oracle` agent."""
+
+    copies: list[FileCopy] = Field(default_factory=list)
+    command: str
+
+
+class Task(Frozen):
+    id: str
+    """Unique within the suite and safe as a folder name."""
+    name: str
+    instruction: str
+    format: TaskFormat
+    source: str
+    """File or folder the task was loaded from, for error messages and reports."""
+    difficulty: Difficulty = "unknown"
+    category: str = "uncategorized"
+    tags: list[str] = Field(default_factory=list)
+    agent_timeout_sec: float | None = None
+    """`None`: the run's `--timeout` applies."""
+    max_turns: int | None = None
+    environment: EnvironmentSpec
+    verifier: VerifierSpec
+    solution: SolutionSpec | None = None
+    setup: list[str] = Field(default_factory=list)
+    """Shell commands run in the environment before the agent (seed JSON tasks)."""
+    hints: list[str] = Field(default_factory=list)
+    files_to_modify: list[str] = Field(default_factory=list)
+    repository: str | None = None
+    branch: str | None = None
+
+
+class Suite(Frozen):
+    name: str
+    version: str = "0"
+    description: str = ""
+    source: str
+    tasks: list[Task]

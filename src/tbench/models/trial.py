@@ -1,0 +1,47 @@
+"""What one trial is asked to do (`TrialSpec`), and the files a worker process shares with the orchestrator:
+`worker-job.json` (the spec plus the model to build the agent from) and `heartbeat.json`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict
+
+from tbench.models.model_settings import ModelConfig
+from tbench.models.task import Task
+
+
+class TrialSpec(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    task: Task
+    run_id: str
+    iteration: int
+    trial_id: str
+    trial_dir: Path
+    run_dir: Path
+    """The run folder where it is now (never a path remembered from before a move)."""
+    model_label: str
+    default_timeout_sec: float
+    max_turns: int | None = None
+    system_prompt_append: str | None = None
+    lesson_ids: tuple[str, ...] = ()
+    """Ids of the lessons in `system_prompt_append`, recorded on the result."""
+
+
+class WorkerJob(BaseModel):
+    """`worker-job.json`: everything a worker needs to run the trial, and nothing of the run it belongs to."""
+
+    spec: TrialSpec
+    model: ModelConfig
+
+
+class Heartbeat(BaseModel):
+    """`heartbeat.json`: a worker's phase, that phase's budget, and a beat every second."""
+
+    pid: int
+    phase: str
+    phase_started: float
+    """Epoch seconds."""
+    phase_budget_sec: float | None
+    beat_at: float
