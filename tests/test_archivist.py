@@ -22,12 +22,15 @@ from typing import Any
 import pytest
 
 from tbench.archivist.context import estimate_tokens, rank, select
-from tbench.archivist.loop import split_holdout
+from tbench.archivist.credit import HARM_CONFIDENCE, credit, judge, p_harm
+from tbench.archivist.holdout import split_holdout
 from tbench.archivist.memory_service import MemoryStore
-from tbench.archivist.service import LeakGuard, credit, judge, reflect
+from tbench.archivist.service import LeakGuard, reflect
+from tbench.bench.episode_index import PastTrial
 from tbench.bench.formats import load_suite
+from tbench.errors import FailureMode
 from tbench.llm.ollama import OllamaTransport
-from tbench.models.lessons import Lesson, LessonFile, lesson_id
+from tbench.models.lessons import HoldoutFile, Lesson, LessonFile, SuiteSplit, lesson_id
 from tbench.models.model_settings import ChatOptions
 from tbench.models.results import TrialResult
 from tests.conftest import EXAMPLES, run_cli
@@ -237,7 +240,9 @@ def test_a_kill_during_reflection_loses_nothing_already_stored(fake: FakeOllama,
 
 def _credit_many(root: str, lid: str, n: int) -> None:
     for _ in range(n):
-        credit(MemoryStore(Path(root)), [lid], "pass", ["fail", "fail"])
+        r = trial("r", 2, "hello-file", PASS)
+        r.lesson_ids = [lid]
+        credit(MemoryStore(Path(root)), r, [_past("fail"), _past("fail")])
 
 
 def test_concurrent_writers_lose_no_update(tmp_path: Path) -> None:
@@ -305,25 +310,44 @@ def test_retrieval_puts_the_relevant_lesson_first() -> None:
 # ---------------------------------------------------------------- credit and the split
 
 
-def test_credit_moves_counts_as_specified(tmp_path: Path) -> None:
-    assert judge("pass", []) == "helpful" and judge("fail", []) == "harmful"
-    assert judge("pass", ["fail", "fail"]) == "helpful" and judge("pass", ["pass", "pass"]) is None
-    assert judge("fail", ["pass"]) == "harmful" and judge("timeout", ["pass", "fail"]) == "harmful"
-    assert judge("fail", ["fail", "fail"]) is None and judge("error", ["pass"]) is None
+def _past(status: str, *lessons: str, mode: FailureMode | None = None) -> PastTrial:
+    return PastTrial(trial_id=f"old-{uuid.uuid4().hex[:6]}", status=status, failure_mode=mode, lesson_ids=list(lessons))
+
+
+def test_credit_judges_a_lesson_against_its_task_without_it(tmp_path: Path) -> None:
+    fail2, pass2 = [_past("fail"), _past("fail")], [_past("pass"), _past("pass")]
+    assert judge(True, []) is None and judge(False, [_past("pass")]) is None  # too thin: no credit, never a prior
+    assert judge(True, [_past("error", mode=FailureMode.INFRA_ERROR)] * 5) is None  # ungraded trials do not count
+    assert judge(True, fail2) == "helped" and judge(False, pass2) == "hurt"
+    assert judge(False, fail2) == "unchanged" and judge(True, pass2) == "unchanged"  # went as it goes without
+    assert judge(False, [_past("pass"), _past("fail")]) == "unchanged"  # a coin-flip task says nothing
+    assert p_harm(0, 5) < HARM_CONFIDENCE <= p_harm(0, 6) and p_harm(1, 6) < HARM_CONFIDENCE  # 6 hurts, no help
+
     store = MemoryStore(tmp_path / "mem")
     a, b = _lesson(RULE_A, importance=0.5), _lesson(RULE_B, importance=0.5)
     store.transact(lambda active, retired: active.extend([a, b]))
-    credit(store, [a.id], "pass", ["fail"])
-    credit(store, [a.id, b.id], "fail", ["pass", "pass"])
+
+    def seen(outcome: tuple[str, FailureMode | None], *ids: str) -> TrialResult:
+        r = trial("r", 2, "hello-file", outcome)
+        r.lesson_ids = list(ids)
+        return r
+
+    history = [_past("fail"), _past("fail", a.id), _past("pass", a.id, b.id)]  # without a: 1 trial; without b: 2
+    assert credit(store, seen(PASS, a.id, b.id), history) == {a.id: None, b.id: "helped"}
     got = {x.id: x for x in store.load()}
-    assert (got[a.id].helpful, got[a.id].harmful, got[a.id].importance) == (1, 1, 0.45)
-    assert (got[b.id].helpful, got[b.id].harmful, got[b.id].importance) == (0, 1, 0.35)
-    assert got[a.id].last_used_at is not None
-    credit(store, [b.id], "fail", ["pass"])
-    credit(store, [b.id], "fail", ["pass"])
+    assert (got[a.id].uncredited, got[a.id].helpful) == (1, 0) and got[a.id].last_used_at is not None
+    assert (got[b.id].helpful, got[b.id].importance) == (1, 0.6)
+    passing = [_past("pass"), _past("pass")]
+    for _ in range(8):  # b now hurts a task that passes without it: retired once P(harm) >= 0.99
+        credit(store, seen(FAIL, b.id), passing)
+    assert b.id in {x.id for x in store.load()}  # one help earlier: 8 hurts are not yet enough (6 would be alone)
+    credit(store, seen(FAIL, b.id), passing)
     assert [x.id for x in store.load()] == [a.id]
     (gone,) = store.archive()
-    assert gone.id == b.id and gone.retired_reason == "harmful in 3 trials, helpful in 0"
+    assert (
+        gone.id == b.id and gone.harmful == 9 and gone.retired_reason.startswith("harmful: hurt 9 trial(s), helped 1")
+    )
+    assert credit(store, seen(("error", FailureMode.INFRA_ERROR), a.id), passing) == {}  # ungraded: no credit
 
 
 def test_holdout_split_is_reproducible_and_never_empty_or_total() -> None:
@@ -381,8 +405,8 @@ def test_learned_lessons_reach_the_next_iterations_requests_and_not_with_memory_
     log = json.loads((out / "iterations/001/reflection.json").read_text())
     assert log["status"] == "applied" and log["model"] == "ollama:reflector"
     (lesson,) = MemoryStore.for_project(tmp_path).load()
-    # hello-file passed with it after failing without (helpful); sum-numbers failed as before (no signal)
-    assert (lesson.helpful, lesson.harmful, lesson.importance) == (1, 0, 0.6)
+    # one trial of each task without the lesson (iteration 1) is too thin a counterfactual: no credit either way
+    assert (lesson.helpful, lesson.harmful, lesson.uncredited, lesson.importance) == (0, 0, 2, 0.5)
     assert "## Learning (Archivist)" in (out / "report.md").read_text()
     again = _tbench("lessons", "reflect", str(out), "--iteration", "1", "--project-root", "elsewhere", cwd=tmp_path)
     assert again.returncode == 0 and "iteration 1: applied, 1 of 1 operation(s) applied" in again.stdout, again.stderr
@@ -406,7 +430,12 @@ def test_holdout_keeps_held_out_trials_out_and_control_arm_runs_without_memory(
     fake.add_model("coder", _coder_that_heeds_the_lesson)
     fake.add_model("reflector", _cite_first_trial)
     ids = [t.id for t in TASKS]
-    held = split_holdout(ids, 0.5, 11)
+    held = ["count-errors", "hello-file"]  # the project's stored split: the lesson's own task is held out
+    split = HoldoutFile(
+        salt="test", suites={"tbench-local-examples": SuiteSplit(fraction=0.5, held_out=held, known=ids)}
+    )
+    (tmp_path / ".openagents/memory").mkdir(parents=True)
+    (tmp_path / ".openagents/memory/holdout.json").write_text(split.model_dump_json())
     proc, out = _iterate(tmp_path, fake, "--iterations", "2", "--learn", "--reflect-model", "ollama:reflector",
                          "--holdout", "0.5", "--seed", "11", "--control")  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -425,9 +454,9 @@ def test_holdout_keeps_held_out_trials_out_and_control_arm_runs_without_memory(
         assert RULE_A not in traj["system_prompt"]
     (lesson,) = MemoryStore.for_project(tmp_path).load()
     assert set(lesson.evidence) <= {f"{config['run_id']}-00{i}-{t}" for t in ids if t not in held for i in (1, 2)}
-    assert lesson.helpful == int("hello-file" not in held)  # credit from train trials only
+    assert lesson.helpful == 0  # credit from train trials only, and never without a counterfactual
     report = (out / "report.md").read_text()
-    assert held == ["count-errors", "hello-file"]  # seed 11: the lesson's own task is held out
+    assert "Contaminated lessons: 0." in report
     assert "| 1 | 0/2 (0%) | 0/2 (0%) | 1 | applied |" in report  # no lessons yet in iteration 1
     assert "| 2 | 1/2 (50%) | 0/2 (0%) | 1 | applied |" in report  # hello-file passes with the lesson only
     assert "**Held-out verdict, memory vs no memory:** no significant change: +25.0 pp" in report  # 2 tasks: too few

@@ -23,6 +23,8 @@ class ModelRunner(ABC):
     """The seed's `ModelRunner`: `run_task(task, workspace)`, here with the trial's environment."""
 
     name: str = "agent"
+    tools: tuple[str, ...] = ()
+    """The tools the agent's model can call (a lesson scoped to a tool is shown only where it exists)."""
 
     @abstractmethod
     def run_task(self, task: Task, env: Environment, ctx: AgentContext) -> AgentResult: ...

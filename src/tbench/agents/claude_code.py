@@ -259,6 +259,7 @@ def _cost(result: dict[str, Any], other_lines: Sequence[str]) -> float | None:
 
 class ClaudeCodeAgent(ModelRunner):
     name = "claude-code"
+    tools = ("Bash", "Read", "Write", "Edit", "Glob", "Grep")
     #: Whole-run retries after an API error that struck before any tool ran (a clean restart is possible).
     api_retries = 2
     retry_backoff_sec: tuple[float, ...] = (10.0, 30.0)

@@ -248,6 +248,16 @@ def create_model_runner(config: ModelConfig) -> ModelRunner:
     return runner
 
 
+def agent_tools(config: ModelConfig) -> frozenset[str]:
+    """The tools of the agent `config` names, from its class (imported, not built)."""
+    target = RUNNERS.get(config.type)
+    if target is None:
+        return frozenset()
+    module_name, _, cls_name = target.partition(":")
+    cls = getattr(importlib.import_module(module_name), cls_name)
+    return frozenset(getattr(cls, "tools", ()))
+
+
 def _takes_config(cls: type) -> bool:
     return len(inspect.signature(cls).parameters) > 0
 

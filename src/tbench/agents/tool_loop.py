@@ -113,6 +113,7 @@ class ToolLoopAgent(ModelRunner):
     """A chat model driving shell/read_file/write_file tools in the trial's environment."""
 
     name = "tool-loop"
+    tools = ("shell", "read_file", "write_file")
     raw_output_file = "chat.jsonl"
 
     def __init__(self, config: ModelConfig) -> None:

@@ -3,7 +3,7 @@ boundary, and the held-out split with its no-memory control arm (the built-in pr
 
 from __future__ import annotations
 
-import hashlib
+import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -11,13 +11,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tbench.archivist.context import Selection, select
+from tbench.archivist.credit import Effect, credit
+from tbench.archivist.holdout import tainted
 from tbench.archivist.memory_service import MemoryStore
-from tbench.archivist.service import credit, reflect
+from tbench.archivist.service import reflect
+from tbench.bench.episode_store import EpisodeStore
 from tbench.errors import UserError
 from tbench.fsutil import atomic_write_model
 from tbench.llm.chat import ChatTransport
-from tbench.models.grading import Outcome
-from tbench.models.layout import RunLayout
+from tbench.models.common import read_model
+from tbench.models.layout import ProjectLayout, RunLayout
 from tbench.models.lessons import LearningConfig, Lesson, ReflectionLog
 from tbench.models.results import CONTROL_SUFFIX, TrialResult, base_id, is_control
 from tbench.models.task import Task
@@ -25,17 +28,7 @@ from tbench.models.task import Task
 if TYPE_CHECKING:
     from tbench.models.model_settings import ModelSettings
 
-LEARNING_FLAGS = ("learn", "memory", "reflect_model", "holdout", "control")
-
-
-def split_holdout(task_ids: list[str], fraction: float, seed: int) -> list[str]:
-    """A reproducible held-out set: tasks ordered by a hash of (seed, id), the first round(fraction·n) of them,
-    at least one when fraction > 0 and never all."""
-    if fraction <= 0 or not task_ids:
-        return []
-    n = min(len(task_ids) - 1, max(1, round(fraction * len(task_ids))))
-    order = sorted(task_ids, key=lambda t: hashlib.sha256(f"{seed}:{t}".encode()).hexdigest())
-    return sorted(order[:n])
+LEARNING_FLAGS = ("learn", "memory", "reflect_model", "holdout", "control", "reflect_budget")
 
 
 def learning_from_flags(given: dict[str, Any], task_ids: list[str] | None = None) -> LearningConfig:
@@ -59,9 +52,14 @@ def learning_from_flags(given: dict[str, Any], task_ids: list[str] | None = None
         raise UserError("compares memory against none; add --learn or --memory read", field="control")
     if flags.get("reflect_model") and memory != "learn":
         raise UserError("only matters with --learn (or --memory learn)", field="reflect_model")
+    budget = flags.get("reflect_budget")
+    if budget is not None and memory != "learn":
+        raise UserError("only matters with --learn (or --memory learn)", field="reflect_budget")
+    if budget is not None and int(budget) < 500:
+        raise UserError(f"must be at least 500 tokens (got {budget})", field="reflect_budget")
     return LearningConfig(
         memory=memory, reflect_model=flags.get("reflect_model"), holdout_fraction=holdout,
-        control=bool(flags.get("control")),
+        control=bool(flags.get("control")), **({"reflect_budget": int(budget)} if budget is not None else {}),
     )  # fmt: skip
 
 
@@ -110,6 +108,8 @@ class Learning:
     config: LearningConfig
     store: MemoryStore
     suite_name: str
+    suite_task_ids: frozenset[str]
+    episodes: EpisodeStore
     transport_factory: Callable[[], ChatTransport] | None = None
     _snapshots: dict[int, list[Lesson]] = field(default_factory=dict)
 
@@ -120,41 +120,75 @@ class Learning:
     def held_out(self, task_id: str) -> bool:
         return base_id(task_id) in self.config.holdout_tasks
 
-    def inject(self, iteration: int, task: Task) -> Selection:
+    def inject(self, iteration: int, task: Task, tools: frozenset[str] | None = None) -> Selection:
         """Lessons for one trial, from the store as it stood when the iteration began (so every trial of an
-        iteration, and a resumed one, draws from the same memory)."""
+        iteration, and a resumed one, draws from the same memory). A held-out trial never sees a lesson drawn
+        from a held-out task."""
         if not self.active or is_control(task.id):
             return Selection([], None)
         if iteration not in self._snapshots:
             self._snapshots[iteration] = self.store.load()
+        lessons = self._snapshots[iteration]
+        exclude: frozenset[str] = frozenset()
+        if self.held_out(task.id):
+            held = set(self.config.holdout_tasks)
+            exclude = frozenset(x.id for x in lessons if tainted(x, held, set(self.suite_task_ids)))
         return select(
-            self._snapshots[iteration], task, self.suite_name, datetime.now(UTC),
-            top_k=self.config.top_k, token_budget=self.config.token_budget,
+            lessons, task, self.suite_name, datetime.now(UTC), top_k=self.config.top_k,
+            token_budget=self.config.token_budget, tools=tools, exclude=exclude,
         )  # fmt: skip
 
-    def after_trial(self, result: TrialResult, history: list[Outcome]) -> str | None:
-        """Credit, in learn mode, for train trials only (held-out trials must not shape the memory)."""
+    def after_trial(self, result: TrialResult) -> dict[str, Effect | None]:
+        """Credit, in learn mode, for train trials only (held-out trials must not shape the memory), against the
+        task's trials without each lesson across runs (archivist/credit.py)."""
         if self.config.memory != "learn" or self.held_out(result.task_id) or not result.lesson_ids:
-            return None
-        return credit(self.store, result.lesson_ids, result.status, history)
+            return {}
+        try:
+            history = self.episodes.index().history(
+                task_id=result.task_id, model=result.model, suite_name=self.suite_name
+            )
+        except sqlite3.Error:
+            history = []  # no usable index: no counterfactual, so no credit (never a guess)
+        return credit(self.store, result, history)
 
     def after_iteration(
-        self, run_dir: Path, run_id: str, iteration: int, results: list[TrialResult], suite_tasks: list[Task]
+        self,
+        run_dir: Path,
+        run_id: str,
+        iteration: int,
+        results: list[TrialResult],
+        suite_tasks: list[Task],
+        previous: list[TrialResult] | None = None,
     ) -> ReflectionLog | None:
+        """Reflect on the iteration's train trials. The log is saved as it goes (plan, each answer before it is
+        applied); a resume finishes an interrupted reflection from it without asking the model again."""
         if self.config.memory != "learn" or self.transport_factory is None:
             return None
+        path = RunLayout(run_dir).iteration(iteration).reflection
+        log = read_model(path, ReflectionLog, "a reflection log") if path.is_file() else None
+        if log is not None and log.status != "running":
+            return log  # finished before an interruption: nothing to ask, nothing to apply twice
         train = [r for r in results if not self.held_out(r.task_id)]
         tasks = [t for t in suite_tasks if not self.held_out(t.id)]
+        coverage = self.store.coverage(self.suite_name)
         log = reflect(
             self.store, self.transport_factory(), run_dir=run_dir, run_id=run_id, iteration=iteration,
             results=train, tasks=tasks, suite_tasks=suite_tasks,
+            previous=[r for r in previous or [] if not self.held_out(r.task_id)], coverage=coverage,
+            budget_tokens=self.config.reflect_budget, log=log, save=lambda x: atomic_write_model(path, x),
         )  # fmt: skip
-        atomic_write_model(RunLayout(run_dir).iteration(iteration).reflection, log)
+        shown = {r.trial_id: r.task_id for r in train}
+        self.store.record_coverage(self.suite_name, sorted({shown[t] for t in log.trials if t in shown}), log.at)
         return log
 
 
 def open_learning(
-    config: LearningConfig, project_root: Path, suite_name: str, run_model: str, settings: ModelSettings
+    config: LearningConfig,
+    project_root: Path,
+    suite_name: str,
+    run_model: str,
+    settings: ModelSettings,
+    suite_task_ids: list[str] | None = None,
 ) -> Learning:
     """The run's `Learning`; the reflection model is checked here, before any run folder exists."""
     factory: Callable[[], ChatTransport] | None = None
@@ -165,4 +199,7 @@ def open_learning(
         def factory() -> ChatTransport:
             return reflection_transport(spec, settings)
 
-    return Learning(config, MemoryStore.for_project(project_root), suite_name, factory)
+    return Learning(
+        config, MemoryStore.for_project(project_root), suite_name, frozenset(suite_task_ids or ()),
+        EpisodeStore(ProjectLayout(project_root).gym_dir), factory,
+    )  # fmt: skip

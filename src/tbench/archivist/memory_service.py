@@ -20,8 +20,8 @@ from pydantic import ValidationError
 from tbench.errors import UserError
 from tbench.fsutil import atomic_write_model
 from tbench.models.common import read_model, utcnow
-from tbench.models.layout import ARCHIVE_FILE, LESSONS_FILE, ProjectLayout
-from tbench.models.lessons import Lesson, LessonFile, normalize
+from tbench.models.layout import ARCHIVE_FILE, COVERAGE_FILE, LESSONS_FILE, ProjectLayout
+from tbench.models.lessons import Coverage, Lesson, LessonFile, normalize
 
 #: Token-set overlap at or above which two lessons count as the same rule.
 DUPLICATE_JACCARD = 0.8
@@ -127,6 +127,29 @@ class MemoryStore:
             raise UserError(f"no active lesson {lesson_id!r} (see `tbench lessons list`)", field="lesson_id")
 
         return self.transact(change)
+
+    # ------------------------------------------------------------------ reflection coverage
+
+    def coverage(self, suite_name: str) -> dict[str, list[str]]:
+        """task id → when its trials reached reflection (coverage.json)."""
+        path = self.root / COVERAGE_FILE
+        if not path.is_file():
+            return {}
+        return read_model(path, Coverage, "a reflection coverage file").suites.get(suite_name, {})
+
+    def record_coverage(self, suite_name: str, task_ids: list[str], at: str) -> None:
+        if not task_ids:
+            return
+        path = self.root / COVERAGE_FILE
+        with self.locked():
+            data = read_model(path, Coverage, "a reflection coverage file") if path.is_file() else Coverage()
+            suite = data.suites.setdefault(suite_name, {})
+            for t in task_ids:
+                stamps = suite.setdefault(t, [])
+                if at not in stamps:
+                    stamps.append(at)
+                del stamps[:-20]
+            atomic_write_model(path, data)
 
     # ------------------------------------------------------------------ export / import
 

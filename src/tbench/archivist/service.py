@@ -1,11 +1,11 @@
-"""Reflection and credit.
+"""Reflection.
 
 Reflection: a model reads finished trials (trajectory digest, verdict, failure mode, test-output tail) and
 answers with *delta operations* (ADD / UPDATE / MERGE / RETIRE, each citing trial ids). Deterministic code here
 validates each operation, runs the leakage guard and applies it to the store — no model ever rewrites the whole
 memory (ACE's "context collapse"). A bad or empty answer is logged and skipped, never fatal.
 
-Credit: after each trial, every lesson it saw is judged against that task's own history (see `credit`).
+Credit is in credit.py: each lesson a trial saw is judged against the task's trials without it.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,6 @@ from tbench.errors import UserError
 from tbench.fsutil import tail
 from tbench.llm.chat import ChatMessage, ChatTransport
 from tbench.models.common import utcnow
-from tbench.models.grading import Outcome
 from tbench.models.layout import TrialPaths
 from tbench.models.lessons import (
     AddOp,
@@ -32,6 +32,7 @@ from tbench.models.lessons import (
     Lesson,
     MergeOp,
     OpOutcome,
+    ReflectionCall,
     ReflectionLog,
     UpdateOp,
     lesson_id,
@@ -41,7 +42,6 @@ from tbench.models.task import SolutionSpec, Task
 from tbench.models.trajectory import Trajectory
 
 REFLECT_TIMEOUT_SEC = 600.0
-MAX_TRIALS_SHOWN = 12
 _OPS: TypeAdapter[DeltaOp] = TypeAdapter(DeltaOp)
 
 REFLECT_PROMPT = """\
@@ -167,8 +167,9 @@ def parse_answer(content: str) -> list[Any]:
 class Applier:
     """Applies validated operations to the active lessons, one at a time, each accepted or rejected with why."""
 
-    def __init__(self, guard: LeakGuard, trial_ids: set[str], episode: str, source: str) -> None:
-        self.guard, self.trial_ids, self.episode, self.source = guard, trial_ids, episode, source
+    def __init__(self, guard: LeakGuard, trial_tasks: dict[str, str], episode: str, source: str) -> None:
+        """`trial_tasks`: the trials shown (id → task id); evidence must cite them."""
+        self.guard, self.trial_tasks, self.episode, self.source = guard, trial_tasks, episode, source
 
     def apply(self, raw: Any, active: list[Lesson], retired: list[Lesson]) -> OpOutcome:
         shown = raw if isinstance(raw, dict) else {"value": raw}
@@ -178,7 +179,7 @@ class Applier:
             err = exc.errors()[0]
             where = ".".join(str(p) for p in err["loc"])
             return OpOutcome(op=shown, applied=False, reason=f"invalid: {where}: {err['msg']}")
-        unknown = [e for e in op.evidence if e not in self.trial_ids]
+        unknown = [e for e in op.evidence if e not in self.trial_tasks]
         if unknown:
             return OpOutcome(op=shown, applied=False, reason=f"evidence names trials not shown: {unknown}")
         for text in self._texts(op):
@@ -209,14 +210,22 @@ class Applier:
         parts = [by_id[i] for i in dict.fromkeys(op.ids) if i in by_id]
         if len(parts) < 2 or len(parts) != len(set(op.ids)):
             return OpOutcome(op=shown, applied=False, reason=f"merge needs 2+ distinct active lessons: {op.ids}")
-        merged = self._new(op.text, parts[0].category, op.tags, 0.5, "merge")
+        new_id = lesson_id(op.text)
+        survivor = next((p for p in parts if p.id == new_id), None)
+        # The merged text may be one part's own text: that part is the merged lesson (it must not be retired as
+        # superseded by itself); otherwise a new lesson takes the parts in.
+        merged = survivor or self._new(op.text, parts[0].category, op.tags, 0.5, "merge")
+        merged.text, merged.tags = op.text.strip(), sorted(set(merged.tags) | set(op.tags))
         for p in parts:
+            if p is merged:
+                continue
             absorb(merged, p)
             p.superseded_by = merged.id
             p.retired_reason = f"merged into {merged.id}"
             retired.append(p)
         self._cite(merged, op.evidence)
-        active.append(merged)
+        if survivor is None:
+            active.append(merged)
         return OpOutcome(op=shown, applied=True, lesson_id=merged.id)
 
     @staticmethod
@@ -236,6 +245,7 @@ class Applier:
 
     def _cite(self, lesson: Lesson, evidence: list[str]) -> None:
         lesson.evidence = sorted(set(lesson.evidence) | set(evidence))
+        lesson.evidence_tasks = sorted(set(lesson.evidence_tasks) | {self.trial_tasks[e] for e in evidence})
         lesson.episodes = sorted(set(lesson.episodes) | {self.episode})
         lesson.updated_at = utcnow()
 
@@ -253,6 +263,84 @@ class Applier:
         return OpOutcome(op=shown, applied=True, lesson_id=lesson.id)
 
 
+MAX_TRIALS_PER_CALL = 8
+
+
+def _cluster_key(r: TrialResult) -> str:
+    return str(r.failure_mode) if r.failure_mode else ("pass" if r.status == "pass" else "fail")
+
+
+def plan_calls(
+    results: list[TrialResult],
+    previous: list[TrialResult],
+    coverage: dict[str, list[str]],
+    digests: dict[str, str],
+    budget_tokens: int,
+    categories: dict[str, str] | None = None,
+) -> tuple[list[ReflectionCall], list[str]]:
+    """Which trials reach reflection, in which calls, under a token budget.
+
+    Events first — tasks that passed in the previous iteration and fail now (`regression`), a failure mode no
+    failing trial had in the previous iteration (`new failure cluster`), tasks that newly pass — then the other
+    failing trials by cluster (failure mode and category), the clusters whose tasks were reflected least often (and
+    longest ago) over the nights first; passing trials last. Groups are packed into calls of up to
+    `MAX_TRIALS_PER_CALL` trials, a cluster kept together. Returns the calls and the trials left out."""
+    before = {r.task_id: r for r in previous if r.is_graded}
+    fail_modes_before = {_cluster_key(r) for r in previous if r.is_graded and r.status != "pass"}
+    graded = [r for r in results if r.is_graded]
+    calls: list[tuple[str, list[TrialResult]]] = []
+    taken: set[str] = set()
+
+    def add(trigger: str, rs: list[TrialResult]) -> None:
+        rs = [r for r in rs if r.trial_id not in taken]
+        if rs:
+            calls.append((trigger, rs))
+            taken.update(r.trial_id for r in rs)
+
+    failing = [r for r in graded if r.status != "pass"]
+    add("regression", [r for r in failing if before.get(r.task_id) and before[r.task_id].status == "pass"])
+    if previous:
+        for mode in sorted({_cluster_key(r) for r in failing} - fail_modes_before):
+            add(f"new failure cluster: {mode}", [r for r in failing if _cluster_key(r) == mode])
+    add("newly passing", [r for r in graded if r.status == "pass" and r.task_id in before
+                          and before[r.task_id].status != "pass"])  # fmt: skip
+
+    def seen(r: TrialResult) -> tuple[int, str]:
+        stamps = coverage.get(r.task_id, [])
+        return len(stamps), max(stamps, default="")
+
+    clusters: dict[str, list[TrialResult]] = {}
+    for r in sorted((r for r in failing if r.trial_id not in taken), key=seen):
+        clusters.setdefault(f"{_cluster_key(r)} / {(categories or {}).get(r.task_id, 'uncategorized')}", []).append(r)
+    for name, rs in sorted(clusters.items(), key=lambda kv: (seen(kv[1][0]), kv[0])):
+        add(f"rotation: {name}", rs)
+    add("passing", sorted((r for r in graded if r.status == "pass"), key=seen))
+
+    # Pack the groups in order into calls of at most MAX_TRIALS_PER_CALL trials, a group never split across
+    # calls unless it alone is larger; everything under the budget, what does not fit is left out.
+    planned: list[ReflectionCall] = []
+    left: list[str] = []
+    used = 0
+    for trigger, rs in calls:
+        fitting: list[str] = []
+        for r in rs:
+            cost = len(digests[r.trial_id]) // 4 + 1
+            if used + cost > budget_tokens:
+                left.append(r.trial_id)
+                continue
+            fitting.append(r.trial_id)
+            used += cost
+        while fitting:
+            last = planned[-1] if planned else None
+            if last is not None and len(last.trials) + len(fitting) <= MAX_TRIALS_PER_CALL:
+                last.trials += fitting
+                last.trigger += f"; {trigger}"
+                break
+            planned.append(ReflectionCall(trigger=trigger, trials=fitting[:MAX_TRIALS_PER_CALL]))
+            fitting = fitting[MAX_TRIALS_PER_CALL:]
+    return planned, left
+
+
 def reflect(
     store: MemoryStore,
     transport: ChatTransport,
@@ -263,94 +351,95 @@ def reflect(
     results: list[TrialResult],
     tasks: list[Task],
     suite_tasks: list[Task],
+    previous: list[TrialResult] | None = None,
+    coverage: dict[str, list[str]] | None = None,
+    budget_tokens: int = 6000,
+    log: ReflectionLog | None = None,
+    save: Callable[[ReflectionLog], None] | None = None,
 ) -> ReflectionLog:
-    """One reflection over `results` (train trials only: the caller filters). Never raises for a bad model."""
+    """Reflection over `results` (train trials only: the caller filters), in the calls `plan_calls` makes. Each
+    answer is saved (`save`) before it is applied; given the `log` of an interrupted reflection, recorded answers
+    are applied without asking again and only calls never answered are asked. Never raises for a bad model."""
     by_id = {t.id: t for t in tasks}
-    shown = [r for r in results if r.task_id in by_id and r.status != "error"][:MAX_TRIALS_SHOWN]
-    log = ReflectionLog(
-        run_id=run_id, iteration=iteration, model=transport.label, at=utcnow(), status="nothing_to_learn",
-        trials=[r.trial_id for r in shown],
-    )  # fmt: skip
-    if not shown:
-        log.reason = "no graded train trials"
-        return log
-    current = store.load()
-    memory = "\n".join(f"- {x.id} [{x.category}] {x.text}" for x in current) or "(empty)"
-    body = "\n\n".join(trial_digest(run_dir, r, by_id[r.task_id]) for r in shown)
+    mine = [r for r in results if r.task_id in by_id]
+    by_trial = {r.trial_id: r for r in mine}
+    digests = {r.trial_id: trial_digest(run_dir, r, by_id[r.task_id]) for r in mine if r.is_graded}
+    keep = save or (lambda _: None)
+    if log is None or not log.calls:
+        calls, left = plan_calls(
+            mine, [r for r in previous or [] if r.task_id in by_id], coverage or {}, digests, budget_tokens,
+            {t.id: t.category for t in tasks},
+        )  # fmt: skip
+        log = ReflectionLog(
+            run_id=run_id, iteration=iteration, model=transport.label, at=utcnow(), status="running",
+            trials=[t for c in calls for t in c.trials], calls=calls, budget_tokens=budget_tokens, left_out=left,
+        )  # fmt: skip
+        if not calls:
+            log.status, log.reason = "nothing_to_learn", "no graded train trials"
+            keep(log)
+            return log
+        keep(log)
+    guard = LeakGuard.of(suite_tasks, [by_trial[t] for t in log.trials if t in by_trial])
+    for call in log.calls:
+        if call.status == "planned":
+            _ask(store, transport, call, [by_trial[t] for t in call.trials if t in by_trial], digests)
+            keep(log)
+        if call.status == "answered":
+            _apply(store, call, guard, by_trial, f"{run_id}-{iteration:03d}", f"reflection:{transport.label}")
+            keep(log)
+    log.operations = [o for c in log.calls for o in c.operations]
+    log.answer = next((c.answer for c in log.calls if c.answer), None)
+    if any(o.applied for o in log.operations):
+        log.status, log.reason = "applied", None
+    elif any(c.status == "nothing_to_learn" for c in log.calls) and not log.operations:
+        log.status, log.reason = "nothing_to_learn", "the model proposed no operations"
+    else:
+        log.status = "skipped"
+        log.reason = "; ".join(dict.fromkeys(c.reason for c in log.calls if c.reason)) or "every operation was rejected"
+    keep(log)
+    return log
+
+
+def _ask(
+    store: MemoryStore, transport: ChatTransport, call: ReflectionCall, shown: list[TrialResult],
+    digests: dict[str, str],
+) -> None:  # fmt: skip
+    memory = "\n".join(f"- {x.id} [{x.category}] {x.text}" for x in store.load()) or "(empty)"
+    body = "\n\n".join(digests[r.trial_id] for r in shown)
     messages = [
         ChatMessage(role="system", content=REFLECT_PROMPT),
-        ChatMessage(role="user", content=f"# Current memory\n{memory}\n\n# Finished trials\n{body}"),
+        ChatMessage(
+            role="user",
+            content=f"# Current memory\n{memory}\n\n# Why these trials\n{call.trigger}\n\n# Finished trials\n{body}",
+        ),
     ]
     try:
         reply = transport.chat(messages, [], deadline=time.monotonic() + REFLECT_TIMEOUT_SEC)
-        log.answer = tail(reply.message.content, 8000)
-        raw_ops = parse_answer(reply.message.content)
-    except Exception as exc:  # server down, deadline, not JSON, a client surprise: reflection is never fatal
-        log.status, log.reason = "skipped", f"{type(exc).__name__}: {tail(str(exc), 300)}"
-        return log
+    except Exception as exc:  # server down, deadline, a client surprise: reflection is never fatal
+        call.status, call.reason = "skipped", f"{type(exc).__name__}: {tail(str(exc), 300)}"
+        return
+    call.answer, call.status = tail(reply.message.content, 8000), "answered"
+
+
+def _apply(
+    store: MemoryStore, call: ReflectionCall, guard: LeakGuard, by_trial: dict[str, TrialResult], episode: str,
+    source: str,
+) -> None:  # fmt: skip
+    try:
+        raw_ops = parse_answer(call.answer or "")
+    except ValueError as exc:
+        call.status, call.reason = "skipped", f"ValueError: {exc}"
+        return
     if not raw_ops:
-        log.reason = "the model proposed no operations"
-        return log
-    applier = Applier(
-        LeakGuard.of(suite_tasks, shown), {r.trial_id for r in shown}, f"{run_id}-{iteration:03d}",
-        f"reflection:{transport.label}",
-    )  # fmt: skip
+        call.status, call.reason = "nothing_to_learn", "the model proposed no operations"
+        return
+    shown = {t: by_trial[t].task_id for t in call.trials if t in by_trial}
+    applier = Applier(guard, shown, episode, source)
 
     def change(active: list[Lesson], retired: list[Lesson]) -> list[OpOutcome]:
         return [applier.apply(raw, active, retired) for raw in raw_ops]
 
-    log.operations = store.transact(change)
-    log.status = "applied" if any(o.applied for o in log.operations) else "skipped"
-    if log.status == "skipped":
-        log.reason = "every operation was rejected"
-    return log
-
-
-# ---------------------------------------------------------------- credit
-
-HELPFUL_STEP = 0.1
-HARMFUL_STEP = 0.15
-RETIRE_MIN_HARMFUL = 3
-
-
-def judge(outcome: Outcome, history: list[Outcome]) -> str | None:
-    """`helpful`, `harmful` or None, from the outcome against the task's own earlier graded outcomes.
-
-    Baseline p = (passes + 1) / (graded + 2). A pass where p ≤ 0.5 (the task usually failed) is helpful; a
-    fail or timeout where p ≥ 0.5 (the task usually passed) is harmful; an expected outcome or an error (no
-    verdict) says nothing."""
-    if outcome == "error":
-        return None
-    graded = [h for h in history if h != "error"]
-    p = (sum(h == "pass" for h in graded) + 1) / (len(graded) + 2)
-    if outcome == "pass" and p <= 0.5:
-        return "helpful"
-    if outcome in ("fail", "timeout") and p >= 0.5:
-        return "harmful"
-    return None
-
-
-def credit(store: MemoryStore, lesson_ids: list[str], outcome: Outcome, history: list[Outcome]) -> str | None:
-    """Move the counts and importance of the lessons a trial saw; retire the persistently harmful."""
-    verdict = judge(outcome, history)
-    if not lesson_ids:
-        return verdict
-
-    def change(active: list[Lesson], retired: list[Lesson]) -> None:
-        now = utcnow()
-        for lesson in active:
-            if lesson.id not in lesson_ids:
-                continue
-            lesson.last_used_at = now
-            if verdict == "helpful":
-                lesson.helpful += 1
-                lesson.importance = round(min(1.0, lesson.importance + HELPFUL_STEP), 4)
-            elif verdict == "harmful":
-                lesson.harmful += 1
-                lesson.importance = round(max(0.0, lesson.importance - HARMFUL_STEP), 4)
-                if lesson.harmful >= RETIRE_MIN_HARMFUL and lesson.harmful > 2 * lesson.helpful:
-                    lesson.retired_reason = f"harmful in {lesson.harmful} trials, helpful in {lesson.helpful}"
-                    retired.append(lesson)
-
-    store.transact(change)
-    return verdict
+    call.operations = store.transact(change)
+    call.status = "applied" if any(o.applied for o in call.operations) else "skipped"
+    if call.status == "skipped":
+        call.reason = "every operation was rejected"

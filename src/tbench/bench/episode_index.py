@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -22,11 +23,11 @@ from pydantic import BaseModel, ValidationError
 
 from tbench.errors import FailureMode
 from tbench.models.episode import Episode
-from tbench.models.grading import Outcome
+from tbench.models.grading import Outcome, is_graded
 from tbench.models.results import TerminalBenchResults, TrialResult
 
 INDEX_FILE = "index.sqlite"
-SCHEMA_VERSION = "6"  # 6: pass_rate may be NULL (an episode that graded nothing)
+SCHEMA_VERSION = "7"  # 6: pass_rate may be NULL (an episode that graded nothing); 7: trials.lesson_ids
 _HEAD_BYTES = 1024
 _ANALYSIS_ROWS = 1000
 COUNT_CAP = 10_000
@@ -63,6 +64,19 @@ class TrialRecord(BaseModel):
     """Absolute path of the trial folder (result.json, trial.log, agent/, verifier/)."""
 
 
+class PastTrial(BaseModel):
+    """A trial as the Archivist's credit reads it from the index."""
+
+    trial_id: str
+    status: Outcome
+    failure_mode: FailureMode | None
+    lesson_ids: list[str]
+
+    @property
+    def is_graded(self) -> bool:
+        return is_graded(self.failure_mode)
+
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS episodes (
@@ -78,7 +92,8 @@ CREATE TABLE IF NOT EXISTS trials (
     trial_id TEXT NOT NULL, episode_id TEXT NOT NULL, run_id TEXT NOT NULL, iteration INTEGER NOT NULL,
     task_id TEXT NOT NULL, model TEXT NOT NULL, status TEXT NOT NULL, failure_mode TEXT,
     duration_ms INTEGER NOT NULL, tokens_used INTEGER NOT NULL, cost_usd REAL,
-    started_at TEXT NOT NULL, finished_at TEXT NOT NULL, trial_path TEXT NOT NULL
+    started_at TEXT NOT NULL, finished_at TEXT NOT NULL, trial_path TEXT NOT NULL,
+    lesson_ids TEXT NOT NULL DEFAULT '[]'
 );
 CREATE INDEX IF NOT EXISTS trials_by_model ON trials (model, finished_at);
 CREATE INDEX IF NOT EXISTS trials_by_model_status ON trials (model, status, finished_at);
@@ -158,7 +173,8 @@ class EpisodeIndex:
             return 0  # an id stored twice: the first one counts, as in EpisodeStore.record
         run_dir = str(Path(ep.results_path).parent.parent.parent)
         db.executemany(
-            f"INSERT INTO trials VALUES ({','.join('?' * len(_TRIAL_COLUMNS))})",
+            f"INSERT INTO trials ({','.join(_TRIAL_COLUMNS)}, lesson_ids) "
+            f"VALUES ({','.join('?' * (len(_TRIAL_COLUMNS) + 1))})",
             (
                 (
                     t.trial_id,
@@ -175,6 +191,7 @@ class EpisodeIndex:
                     t.started_at,
                     t.finished_at,
                     f"{run_dir}/{t.trial_dir}",
+                    json.dumps(t.lesson_ids),
                 )
                 for t in trials
             ),
@@ -264,6 +281,20 @@ class EpisodeIndex:
         with self._connect() as db:
             return [
                 TrialRecord.model_validate(dict(zip(_TRIAL_COLUMNS, row, strict=True))) for row in db.execute(sql, args)
+            ]
+
+    def history(self, *, task_id: str, model: str, suite_name: str) -> list[PastTrial]:
+        """Every indexed trial of one task by one model in one suite, across runs (oldest first): what a lesson's
+        effect on the task is judged against."""
+        sql = (
+            "SELECT t.trial_id, t.status, t.failure_mode, t.lesson_ids FROM trials t "
+            "JOIN episodes e ON e.id = t.episode_id WHERE t.task_id = ? AND t.model = ? AND e.suite_name = ? "
+            "ORDER BY t.finished_at"
+        )
+        with self._connect() as db:
+            return [
+                PastTrial(trial_id=tid, status=st, failure_mode=fm, lesson_ids=json.loads(ids))
+                for tid, st, fm, ids in db.execute(sql, (task_id, model, suite_name))
             ]
 
     def count(self, table: str = "episodes", cap: int | None = COUNT_CAP, /, **filters: str | None) -> int:

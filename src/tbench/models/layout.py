@@ -47,6 +47,8 @@ EPISODES_FILE = "episodes.jsonl"
 BASELINE_FILE = "baseline.json"
 LESSONS_FILE = "lessons.json"
 ARCHIVE_FILE = "archive.jsonl"
+HOLDOUT_FILE = "holdout.json"
+COVERAGE_FILE = "coverage.json"
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,15 @@ class Lesson(BaseModel):
     """An "IF … THEN …" rule."""
     importance: float = Field(default=0.5, ge=0.0, le=1.0)
     helpful: int = Field(default=0, ge=0)
+    """Trials it helped: passed where the task, without it, passes less than half the time (archivist/credit.py)."""
     harmful: int = Field(default=0, ge=0)
+    """Trials it hurt: failed where the task, without it, passes more than half the time."""
+    unchanged: int = Field(default=0, ge=0)
+    """Trials that went as the task goes without it."""
+    uncredited: int = Field(default=0, ge=0)
+    """Trials it saw whose task had too few trials without it to judge against."""
+    evidence_tasks: list[str] = Field(default_factory=list)
+    """Task ids of the trials it was drawn from (what the held-out taint check reads)."""
     evidence: list[str] = Field(default_factory=list)
     """Trial ids the lesson was drawn from."""
     episodes: list[str] = Field(default_factory=list)
@@ -132,20 +140,43 @@ class OpOutcome(BaseModel):
     lesson_id: str | None = None
 
 
+CallStatus = Literal["planned", "answered", "applied", "skipped", "nothing_to_learn"]
+
+
+class ReflectionCall(BaseModel):
+    """One call to the reflection model: a cluster of trials, why it was chosen, the answer (written before any of
+    it is applied, so a resume applies the recorded answer instead of asking again) and what was applied."""
+
+    trigger: str
+    """Why these trials: `regression`, `newly passing`, `new failure cluster: <mode>`, `rotation: <cluster>`."""
+    trials: list[str]
+    status: CallStatus = "planned"
+    reason: str | None = None
+    answer: str | None = None
+    """The model's answer, cut to 8000 characters."""
+    operations: list[OpOutcome] = Field(default_factory=list)
+
+
 class ReflectionLog(BaseModel):
-    """`iterations/NNN/reflection.json`: what the reflection model was shown, answered, and what was applied."""
+    """`iterations/NNN/reflection.json`: the plan of calls, each call's answer and what was applied."""
 
     run_id: str
     iteration: int
     model: str
     at: str
-    status: Literal["applied", "skipped", "nothing_to_learn"]
+    status: Literal["applied", "skipped", "nothing_to_learn", "running"]
     reason: str | None = None
     trials: list[str] = Field(default_factory=list)
-    """Trial ids shown (train tasks only)."""
+    """Trial ids shown (train tasks only), over all calls."""
     answer: str | None = None
-    """The model's answer, cut to 8000 characters."""
+    """The first call's answer (every call's is under `calls`)."""
     operations: list[OpOutcome] = Field(default_factory=list)
+    """Every call's operations, in order."""
+    calls: list[ReflectionCall] = Field(default_factory=list)
+    budget_tokens: int | None = None
+    """The `--reflect-budget` the plan was made under."""
+    left_out: list[str] = Field(default_factory=list)
+    """Trial ids that did not fit in the budget (they come first in a later night's rotation)."""
 
 
 # ---------------------------------------------------------------- run settings
@@ -166,3 +197,33 @@ class LearningConfig(BaseModel):
     """Task ids kept out of learning (never reflected on, never credited)."""
     control: bool = False
     """Run a no-memory arm on the held-out tasks, interleaved with the memory arm."""
+    reflect_budget: int = Field(default=6000, ge=500)
+    """Tokens of trial digests shown to the reflection model per iteration (`--reflect-budget`)."""
+
+
+class SuiteSplit(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    fraction: float = Field(gt=0.0, lt=1.0)
+    held_out: list[str] = Field(default_factory=list)
+    known: list[str] = Field(default_factory=list)
+    """Every task id the split has assigned (a task added to the suite later is assigned once, by the salt)."""
+
+
+class HoldoutFile(Versioned):
+    """`.openagents/memory/holdout.json`: the project's held-out split per suite, drawn once with a random salt and
+    kept with the memory it protects — never drawn per run, so no run (another `--seed`, no `--holdout`) can
+    learn from a task that another run's proof treats as unseen without that showing up as taint."""
+
+    schema_version: int = 1
+    salt: str
+    suites: dict[str, SuiteSplit] = Field(default_factory=dict)
+
+
+class Coverage(Versioned):
+    """`.openagents/memory/coverage.json`: how often, and when last, each task's trials reached reflection, so
+    each night's sample starts with the tasks reflected least (rotation over the nights)."""
+
+    schema_version: int = 1
+    suites: dict[str, dict[str, list[str]]] = Field(default_factory=dict)
+    """suite → task id → timestamps of the reflections that saw it (the last 20)."""

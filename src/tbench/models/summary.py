@@ -69,6 +69,44 @@ class TaskLine(BaseModel):
     """Trials not graded (infra or build error)."""
 
 
+class ArmRate(BaseModel):
+    passed: int
+    graded: int
+    ungraded: int = 0
+    rate: float | None
+
+
+class LearningIteration(BaseModel):
+    iteration: int
+    memory: ArmRate
+    """Held-out tasks with lessons."""
+    control: ArmRate | None
+    """Held-out tasks without lessons (`--control`); None without a control arm."""
+    operations_applied: int | None
+    reflection: str | None
+    """The reflection's status (and reason); None when none ran."""
+
+
+class LearningSummary(BaseModel):
+    """The built-in proof as data: what report.md's learning section says, for tools to read."""
+
+    memory: str
+    holdout_tasks: list[str]
+    control: bool
+    iterations: list[LearningIteration]
+    verdict: str | None
+    """improved | regressed | no significant change | no common tasks | refused (contaminated); None: no proof."""
+    diff: float | None = None
+    """Mean per-task held-out pass rate, memory minus no memory."""
+    interval: tuple[float, float] | None = None
+    """Paired bootstrap 95% interval of `diff`."""
+    p_value: float | None = None
+    test: str | None = None
+    contaminated_lessons: list[str] = Field(default_factory=list)
+    """Lessons a held-out trial was shown whose evidence touches a held-out task (the proof is refused if any)."""
+    sentence: str | None = None
+
+
 class RunSummary(Versioned):
     schema_version: int = 2
     run_id: str
@@ -93,3 +131,5 @@ class RunSummary(Versioned):
     graded_trials: int = 0
     ungraded_trials: int = 0
     """Infra and build errors: shown and counted, never graded."""
+    learning: LearningSummary | None = None
+    """The Archivist's held-out proof (None with memory off)."""

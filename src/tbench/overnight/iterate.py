@@ -14,8 +14,10 @@ from typing import Literal
 
 from tbench import __version__
 from tbench.agents.base import ModelRunner
-from tbench.agents.model_adapter import ModelPlan, build_model_plan, model_config_for
-from tbench.archivist.loop import open_learning, split_holdout, with_control
+from tbench.agents.model_adapter import ModelPlan, agent_tools, build_model_plan, model_config_for
+from tbench.archivist.holdout import project_holdout
+from tbench.archivist.loop import open_learning, with_control
+from tbench.archivist.proof import learning_proof
 from tbench.bench.environments import EnvironmentFactory
 from tbench.bench.episode_store import EpisodeStore
 from tbench.bench.formats import load_suite, select_tasks
@@ -91,8 +93,9 @@ class Run:
         self.executor: Executor = SequentialExecutor(envs)
         self._stop = StopControl()
         self.learning = open_learning(
-            config.learning, Path(config.project_root), config.suite_name, config.model, config.model_settings
-        )
+            config.learning, Path(config.project_root), config.suite_name, config.model, config.model_settings,
+            [t.id for t in tasks if not is_control(t.id)],
+        )  # fmt: skip
         self._iterations = {it.iteration: it for it in state.iterations}
         self._committed: dict[int, dict[str, TrialResult]] = {}
         """iteration → task id → committed result, for unfinished iterations."""
@@ -134,11 +137,11 @@ class Run:
         envs.preflight(suite.tasks)
         models.preflight(suite.tasks)
         project_root = (opts.project_root or Path.cwd()).resolve()
-        learning = opts.learning.model_copy(
-            update={"holdout_tasks": split_holdout([t.id for t in suite.tasks], opts.learning.holdout_fraction,
-                                                   models.settings.seed or 0)}
-        )  # fmt: skip
-        open_learning(learning, project_root, suite.name, models.primary.label, models.settings)  # fail fast
+        task_ids = [t.id for t in suite.tasks]
+        open_learning(opts.learning, project_root, suite.name, models.primary.label, models.settings)  # fail fast
+        memory_dir = ProjectLayout(project_root).memory_dir
+        held = project_holdout(memory_dir, suite.name, task_ids, opts.learning.holdout_fraction)
+        learning = opts.learning.model_copy(update={"holdout_tasks": held})
         tasks = with_control(suite.tasks, learning)
         config = RunConfig(
             run_id=run_id,
@@ -282,7 +285,9 @@ class Run:
         ts.status, ts.attempts = "running", ts.attempts + 1
         ts.trial_dir = self.layout.relative(paths.dir)
         self.state.save(self.dir)
-        lessons = self.learning.inject(iteration, task)
+        label = self.models.choose(iteration, base_id(task.id)).label  # both arms: one model
+        tools = agent_tools(model_config_for(label, self.config.model_settings))
+        lessons = self.learning.inject(iteration, task, tools)
         return TrialSpec(
             task=task,
             run_id=self.config.run_id,
@@ -290,7 +295,7 @@ class Run:
             trial_id=f"{self.config.run_id}-{iteration:03d}-{task.id}",
             trial_dir=paths.dir,
             run_dir=self.dir,
-            model_label=self.models.choose(iteration, base_id(task.id)).label,  # both arms: one model
+            model_label=label,
             default_timeout_sec=self.config.timeout_sec,
             max_turns=self.config.max_turns,
             system_prompt_append=lessons.text,
@@ -319,8 +324,7 @@ class Run:
         ts.status, ts.outcome = "done", result.status
         self.state.save(self.dir)
         self._write_results(it, final=False)
-        history = [p.trials[task.id].outcome for p in self.state.iterations if p.iteration < iteration]
-        self.learning.after_trial(result, [h for h in history if h is not None])
+        self.learning.after_trial(result)
         extra = f" [{result.failure_mode}]" if result.failure_mode else ""
         self.notify(f"  {task.id}: {result.status}{extra} ({result.duration_ms / 1000:.1f}s)")
         return True
@@ -372,12 +376,14 @@ class Run:
             atomic_write_model(paths.delta, self._deltas[it.iteration])
         episode_id = f"{self.config.run_id}-{it.iteration:03d}"
         self.store.record(episode_of(results, episode_id=episode_id, results_path=str(paths.results)))
+        before = [r for r in self.finished_iterations() if r.iteration < it.iteration]
         reflection = self.learning.after_iteration(
             self.dir,
             self.config.run_id,
             it.iteration,
-            [*results.results, *results.control_results],
+            results.results,
             [t for t in self.tasks if not is_control(t.id)],
+            previous=before[-1].results if before else None,
         )
         if reflection is not None:
             applied = sum(o.applied for o in reflection.operations)
@@ -419,6 +425,7 @@ class Run:
             planned=self.config.iterations,
             iterations=iterations,
         )
+        summary.learning = learning_proof(self.dir, self.config, iterations)
         atomic_write_model(self.layout.summary, summary)
         deltas = [self._deltas[r.iteration] for r in iterations if r.iteration in self._deltas]
         write_reports(self.dir, summary, deltas, iterations)  # report.md and report.html

@@ -13,7 +13,7 @@ import traceback
 from pathlib import Path
 from urllib.parse import quote
 
-from tbench.archivist.proof import learning_markdown
+from tbench.archivist.proof import learning_markdown, learning_proof
 from tbench.fsutil import atomic_write_text
 from tbench.models.grading import rate_text
 from tbench.models.layout import (
@@ -129,7 +129,7 @@ def build_report(
         baseline_note=note,
         vs_baseline=vs_baseline,
         first_last=first_last,
-        learning=learning_markdown(run_dir, config.learning, iterations),
+        learning=learning_markdown(summary.learning),
     )
     if report.mixed:
         groups = by_model(trials)
@@ -301,6 +301,7 @@ def regenerate(run_dir: Path) -> Report:
         planned=run.config.iterations,
         iterations=run.iterations,
     )
+    summary.learning = learning_proof(run.dir, run.config, run.iterations)
     report = build_report(run.dir, run.config, summary, run.deltas, run.iterations)
     _write(report)
     return report
