@@ -84,7 +84,11 @@ ReflectModelOpt = Annotated[
     str | None, typer.Option(help="Reflection model, ollama:<name> or openai:<name> [default: --model]")
 ]
 HoldoutOpt = Annotated[
-    float | None, typer.Option(help="Share of tasks (0-1) held out of learning, drawn from --seed, for the proof")
+    float | None,
+    typer.Option(help="Share of tasks (0-1) held out of learning for the proof; drawn once per project and kept"),
+]
+ReflectBudgetOpt = Annotated[
+    int | None, typer.Option(help="Tokens of trials shown to the reflection model per iteration [default: 6000]")
 ]
 ControlOpt = Annotated[bool, typer.Option("--control", help="Also run held-out tasks without memory, interleaved")]
 UnsafeHostOpt = Annotated[
@@ -122,6 +126,7 @@ SHARED_OPTIONS: tuple[inspect.Parameter, ...] = (
     _option("reflect_model", ReflectModelOpt),
     _option("holdout", HoldoutOpt),
     _option("control", ControlOpt, False),
+    _option("reflect_budget", ReflectBudgetOpt),
 )
 OVERNIGHT_OPTIONS: tuple[inspect.Parameter, ...] = (
     _option(

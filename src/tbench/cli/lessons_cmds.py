@@ -47,12 +47,35 @@ def list_lessons(
     if not items:
         _say("no retired lessons" if retired else f"no lessons yet in {store.root}")
         return
-    table = Table("id", "category", "scope", "importance", "+/-", "text" if not retired else "retired because")
+    taint = _taint(store)
+    table = Table(
+        "id", "category", "scope", "importance", "helped/hurt/same", "tainted by held-out",
+        "text" if not retired else "retired because",
+    )  # fmt: skip
     for x in sorted(items, key=lambda x: (-x.importance, x.id)):
         scope = x.scope + (f":{x.scope_value}" if x.scope_value else "")
         last = x.retired_reason or "" if retired else x.text
-        table.add_row(x.id, x.category, scope, f"{x.importance:.2f}", f"{x.helpful}/{x.harmful}", last)
+        counts = f"{x.helpful}/{x.harmful}/{x.unchanged}"
+        table.add_row(x.id, x.category, scope, f"{x.importance:.2f}", counts, ", ".join(taint.get(x.id, [])) or "—",
+                      last)  # fmt: skip
     console.print(table)
+
+
+def _taint(store: MemoryStore) -> dict[str, list[str]]:
+    """lesson id → the project's held-out tasks its evidence touches (holdout.json, every suite)."""
+    from tbench.archivist.holdout import read_split, tainted
+
+    split = read_split(store.root)
+    if split is None:
+        return {}
+    out: dict[str, list[str]] = {}
+    for suite in split.suites.values():
+        held = set(suite.held_out)
+        for x in [*store.load(), *store.archive()]:
+            hit = tainted(x, held, set(suite.known))
+            if hit:
+                out[x.id] = sorted(set(out.get(x.id, [])) | hit)
+    return out
 
 
 @lessons.command("show")
@@ -104,6 +127,7 @@ def reflect_cmd(
     ] = None,
 ) -> None:
     """Reflect on a finished run now: train trials only, the same delta operations and checks as `--learn`."""
+    from tbench.archivist.holdout import read_split
     from tbench.archivist.loop import reflection_transport
     from tbench.archivist.memory_service import MemoryStore
     from tbench.archivist.service import reflect
@@ -121,6 +145,9 @@ def reflect_cmd(
         settings = settings.model_copy(update={"ollama_endpoint": ollama_endpoint})
     transport = reflection_transport(spec, settings)
     store = MemoryStore.for_project((project_root or Path(config.project_root)).resolve())
+    split = read_split(store.root)
+    if split is not None and config.suite_name in split.suites:  # the project's held-out tasks stay unseen too
+        held |= set(split.suites[config.suite_name].held_out)
     suite_tasks = load_suite(Path(config.suite)).tasks
     train = [t for t in suite_tasks if t.id not in held]
     chosen = [it for it in folder.iterations if iteration is None or it.iteration == iteration]
