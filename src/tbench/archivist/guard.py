@@ -28,7 +28,7 @@ from tbench.models.task import Task
 
 MAX_FILE_BYTES = 64 * 1024
 """Read at most this much of one file: an answer a lesson could quote sits in the first part of any file."""
-MAX_TASK_BYTES = 256 * 1024
+MAX_TASK_BYTES = 128 * 1024
 """Over all of one task's test and solution files, read smallest first (scripts before data fixtures)."""
 MAX_FILES = 200
 """Per copied folder."""
@@ -40,7 +40,8 @@ MIN_LINE_CHARS = 12
 """Shorter code lines (`fi`, `cd /app`, `return x`) say nothing about a task."""
 MIN_LITERAL_CHARS = 4
 MIN_TOKEN_LITERAL_CHARS = 5
-"""A one-token literal (no space) needs this many characters and a symbol (`hello.txt`, `s[m-1]`)."""
+"""A one-token literal (no space) needs this many characters and a symbol (`hello.txt`, `s[m-1]`), an
+underscore (`test_even`) or letters mixed with digits (`a17f-q9`)."""
 MIN_PLAIN_WORDS = 4
 """A literal of plain words only ("file not found") counts from this many words (an `expected` value from 2)."""
 MIN_LIST_CHARS = 7
@@ -54,8 +55,11 @@ _LIST = re.compile(r"\[[^\[\]\n]{1,300}\]")
 _ESCAPES = re.compile(r"\\[ntr0]")
 _NUMBER = re.compile(r"(?<![\w.])\d+(?:\.\d+)*(?!\.?\w)")
 _WORD = re.compile(r"[a-z0-9_]+")
+_TWO_WORDS = re.compile(r"[a-z0-9_][^a-z0-9_]+[a-z0-9_]")
 _PLAIN = re.compile(r"[a-z ]+")
 _SPACE = re.compile(r"\s+")
+_LINE_REF = re.compile(r"\.\w{1,4}:\d+")
+"""`test_outputs.py:12` in a traceback: a line number, not a value."""
 _VERSIONED = r"[a-z][a-z-]*\d+(?:[._-]\d+)*"
 _CODE_WORD = re.compile(rf"[a-z]_[a-z0-9]|^(?!{_VERSIONED}$|\d+[a-z]{{1,3}}$)(?=.*[a-z])(?=.*\d)")
 """An identifier (test_even) or a token mixing letters and digits (a17f-q9), not a name with a version or a unit."""
@@ -63,18 +67,6 @@ _ABS_PATH = re.compile(r"(?<![\w.~/-])(?:/[\w.-]+){2,}")
 _PATH = re.compile(r"(?:~|\.{0,2})/?(?:[\w.-]+/)+[\w.-]+|\b[\w-]+\.[a-z][a-z0-9]{0,4}\b")
 _GENERIC_PATHS = {"/tmp", "/dev/null", "/usr/bin", "/bin/sh", "/bin/bash", "e.g", "i.e", "etc."}
 _SYSTEM_ROOTS = ("/usr/", "/bin/", "/sbin/", "/dev/", "/etc/", "/proc/", "/sys/", "/lib/", "/lib64/", "/opt/")
-_GENERIC_LITERALS = {
-    "utf-8",
-    "utf8",
-    "ascii",
-    "latin-1",
-    "__main__",
-    "__init__",
-    "__name__",
-    "__file__",
-    "e.g.",
-    "i.e.",
-}
 _COMMENT = ("#", "//", "--", ";", "/*", "*", '"""', "'''")
 _BOILERPLATE_LINE = re.compile(
     r"^(?:set [-+][a-z]+(?: \w+)*|(?:import|from) [\w., ]+(?: import [\w., *()]+)?|if __name__ == .__main__.:"
@@ -85,7 +77,7 @@ _SKIP_DIRS = {"__pycache__", "node_modules", ".git", ".venv", "venv"}
 
 
 def _norm(text: str) -> str:
-    return _SPACE.sub(" ", text).strip().lower()
+    return " ".join(text.split()).lower()
 
 
 def _informative_number(n: str) -> bool:
@@ -105,7 +97,7 @@ def _informative_number(n: str) -> bool:
 def _literal(raw: str, *, min_words: int = MIN_PLAIN_WORDS) -> str | None:
     """The normalised literal when it could carry an answer; None for single words, short or generic text."""
     lit = _norm(raw).strip(" .,:;!?")
-    if len(lit) < MIN_LITERAL_CHARS or lit in _GENERIC_LITERALS:
+    if len(lit) < MIN_LITERAL_CHARS:
         return None
     if _PLAIN.fullmatch(lit):
         return lit if len(lit.split()) >= min_words else None
@@ -168,7 +160,7 @@ class _Lesson:
         )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Source:
     """What one secret text contributes, normalised and indexed for matching."""
 
@@ -207,7 +199,7 @@ class Source:
                         found.add(lit)
             found |= {p for p in _ABS_PATH.findall(low) if not p.startswith(_SYSTEM_ROOTS)}
             lists |= {c for m in _LIST.findall(low) if "," in m and len(c := _SPACE.sub("", m)) >= MIN_LIST_CHARS}
-            numbers |= {n for n in _NUMBER.findall(low) if _informative_number(n)}
+            numbers |= {n for n in _NUMBER.findall(_LINE_REF.sub(" ", low)) if _informative_number(n)}
             grams |= set(map(hash, _grams(_WORD.findall(low))))
         return cls(label, _index(lines), _index(found), _index(lists), frozenset(numbers), frozenset(grams))
 
@@ -242,7 +234,7 @@ def _code_line(line: str) -> str | None:
     x = _norm(line)
     if len(x) < MIN_LINE_CHARS or x.startswith(_COMMENT) or _BOILERPLATE_LINE.match(x):
         return None
-    return x if len(_WORD.findall(x)) >= 2 else None
+    return x if _TWO_WORDS.search(x) else None
 
 
 def _files(root: Path) -> list[Path]:
