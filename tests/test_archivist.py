@@ -23,9 +23,10 @@ import pytest
 
 from tbench.archivist.context import estimate_tokens, rank, select
 from tbench.archivist.credit import HARM_CONFIDENCE, credit, judge, p_harm
+from tbench.archivist.guard import LeakGuard
 from tbench.archivist.holdout import split_holdout
 from tbench.archivist.memory_service import MemoryStore
-from tbench.archivist.service import LeakGuard, reflect
+from tbench.archivist.service import reflect
 from tbench.bench.episode_index import PastTrial
 from tbench.bench.formats import load_suite
 from tbench.errors import FailureMode
@@ -169,7 +170,7 @@ def test_a_dead_or_empty_reflection_model_is_never_fatal(fake: FakeOllama, tmp_p
         ("IF the task is fix-median THEN sort the list first", "names a task"),
         ("IF you see numbers.txt THEN sum with awk before writing", "task-specific path"),
         ("IF a stats.py median is wrong THEN average the middle two", "task-specific path"),
-        ("IF asked for a greeting THEN write 'Hello, world!' exactly", "literal expected output"),
+        ("IF asked for a greeting THEN write 'Hello, world!' exactly", "quotes the solution of task hello-file"),
     ],
 )
 def test_leakage_guard_rejects_task_names_paths_and_expected_outputs(

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from tbench.archivist.guard import LeakGuard
 from tbench.archivist.loop import reflection_transport
 from tbench.archivist.memory_service import MemoryStore
-from tbench.archivist.service import LeakGuard, reflect
+from tbench.archivist.service import reflect
 from tbench.bench.formats import load_suite
 from tbench.models.lessons import LessonFile
 from tbench.models.model_settings import ChatOptions, ModelSettings

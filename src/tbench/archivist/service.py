@@ -14,12 +14,12 @@ import json
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
+from tbench.archivist.guard import LeakGuard
 from tbench.archivist.memory_service import MemoryStore, absorb, find_duplicate
 from tbench.errors import UserError
 from tbench.fsutil import tail
@@ -38,7 +38,7 @@ from tbench.models.lessons import (
     lesson_id,
 )
 from tbench.models.results import TrialResult
-from tbench.models.task import SolutionSpec, Task
+from tbench.models.task import Task
 from tbench.models.trajectory import Trajectory
 
 REFLECT_TIMEOUT_SEC = 600.0
@@ -63,55 +63,6 @@ test_strategy, infra, prompting, bugfix_pattern>", "scope": "global", "tags": ["
 ]}
 Replace every <...> with real content. Every operation cites as evidence the trial ids it is drawn from. \
 Propose at most 3 operations; {"operations": []} is a fine answer when there is nothing general to learn."""
-
-
-# ---------------------------------------------------------------- leakage guard
-
-_PATH = re.compile(r"(?:~|\.{0,2})/?(?:[\w.-]+/)+[\w.-]+|\b[\w-]+\.[a-z][a-z0-9]{0,4}\b")
-_QUOTED = re.compile(r"""["'`]([^"'`]{4,})["'`]""")
-_GENERIC_PATHS = {"/tmp", "/dev/null", "/usr/bin", "/bin/sh", "/bin/bash", "e.g", "i.e", "etc."}
-
-
-@dataclass(frozen=True)
-class LeakGuard:
-    """Rejects lesson text that carries a task id or name, a path or file name from a task's instruction, or a
-    quoted literal from its instruction, tests, reference solution or test output: lessons must transfer, not
-    memorise answers."""
-
-    names: frozenset[str]
-    paths: frozenset[str]
-    literals: frozenset[str]
-
-    @classmethod
-    def of(cls, tasks: list[Task], results: list[TrialResult]) -> LeakGuard:
-        names = {t.id.lower() for t in tasks} | {t.name.lower() for t in tasks if len(t.name) >= 4}
-        paths: set[str] = set()
-        literals: set[str] = set()
-        for t in tasks:
-            paths |= {p.lower() for p in _PATH.findall(t.instruction)} | {p.lower() for p in t.files_to_modify}
-            literals |= {q.strip().lower() for q in _QUOTED.findall(t.instruction) if len(q.strip()) >= 4}
-            seed = t.verifier.seed
-            if seed and seed.expected and len(seed.expected.strip()) >= 3:
-                literals.add(seed.expected.strip().lower())
-            for source in (seed.script if seed else None, seed.command if seed else None, t.solution):
-                text = source.command if isinstance(source, SolutionSpec) else source
-                literals |= {q.strip().lower() for q in _QUOTED.findall(text or "") if len(q.strip()) >= 4}
-        for r in results:
-            literals |= {q.strip().lower() for q in _QUOTED.findall(r.verification_output) if len(q.strip()) >= 6}
-        return cls(frozenset(names), frozenset(paths - _GENERIC_PATHS), frozenset(literals))
-
-    def check(self, text: str) -> str | None:
-        low = text.lower()
-        for name in sorted(self.names):
-            if re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", low):
-                return f"names a task ({name!r})"
-        for path in sorted(self.paths):
-            if path in low:
-                return f"carries a task-specific path ({path!r})"
-        for literal in sorted(self.literals):
-            if literal in low:
-                return f"carries a literal expected output ({literal[:40]!r})"
-        return None
 
 
 # ---------------------------------------------------------------- what the model is shown
@@ -182,10 +133,9 @@ class Applier:
         unknown = [e for e in op.evidence if e not in self.trial_tasks]
         if unknown:
             return OpOutcome(op=shown, applied=False, reason=f"evidence names trials not shown: {unknown}")
-        for text in self._texts(op):
-            leak = self.guard.check(text)
-            if leak:
-                return OpOutcome(op=shown, applied=False, reason=f"leakage: {leak}")
+        leak = self.guard.check_all(self._texts(op))
+        if leak:
+            return OpOutcome(op=shown, applied=False, reason=f"leakage: {leak}")
         if isinstance(op, AddOp):
             return self._add(op, shown, active)
         by_id = {x.id: x for x in active}
@@ -379,7 +329,7 @@ def reflect(
             keep(log)
             return log
         keep(log)
-    guard = LeakGuard.of(suite_tasks, [by_trial[t] for t in log.trials if t in by_trial])
+    guard = LeakGuard.of(suite_tasks, [by_trial[t] for t in log.trials if t in by_trial], run_dir)
     for call in log.calls:
         if call.status == "planned":
             _ask(store, transport, call, [by_trial[t] for t in call.trials if t in by_trial], digests)
