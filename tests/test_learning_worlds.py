@@ -18,6 +18,7 @@ import random
 import re
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -157,6 +158,9 @@ def test_null_world_claims_nothing_and_retires_nothing(fake: FakeOllama, tmp_pat
     assert len(lessons) == len(NULL_RULES)  # the memory grew as proposed ...
     assert not [x.id for x in lessons if (x.retired_reason or "").startswith("harmful")]  # ... and lost nothing
     credited = sum(x.helpful + x.harmful + x.unchanged for x in lessons)
+    print(f"\nnull world: verdicts {dict(Counter(verdicts))}; lessons {len(lessons)}; credited trials: helped "
+          f"{sum(x.helpful for x in lessons)}, hurt {sum(x.harmful for x in lessons)}, unchanged "
+          f"{sum(x.unchanged for x in lessons)}, uncredited {sum(x.uncredited for x in lessons)}")  # fmt: skip
     assert credited > 50, credited  # credit really ran: the claim "never retired" is not vacuous
 
 
