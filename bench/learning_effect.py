@@ -97,7 +97,7 @@ def _iterate(args: argparse.Namespace, url: str, run_dir: Path, project: Path, l
         "--output", str(run_dir),
         "--project-root", str(project),
         "--model-option", f"temperature={args.temperature}", "--model-option", f"num_ctx={CONTEXT_TOKENS}",
-        "--model-option", f"num_predict={args.num_predict}",
+        "--model-option", f"num_predict={args.num_predict}", "--model-option", "request_timeout_sec=900",
     ]  # fmt: skip
     for glob in args.tasks:
         cmd += ["--tasks", glob]
@@ -186,7 +186,7 @@ def _print_figures(run_dir: Path, project: Path) -> None:
     _print_lessons(project)
 
 
-def main() -> int:
+def _args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     ap.add_argument("--iterations", type=int, default=3)
     ap.add_argument("--seed", type=int, default=1, help="held-out split and the model's sampler seed")
@@ -199,11 +199,28 @@ def main() -> int:
     ap.add_argument("--output", type=Path, help="where the run folder and project root go (default: a new temp dir)")
     args = ap.parse_args()
     if args.iterations < 1 or args.max_turns < 1 or args.timeout <= 0 or not 0 < args.holdout < 1:
-        print(
-            "learning_effect: --iterations >= 1, --max-turns >= 1, --timeout > 0 and 0 < --holdout < 1", file=sys.stderr
-        )
-        return 2
+        ap.exit(2, "learning_effect: --iterations >= 1, --max-turns >= 1, --timeout > 0 and 0 < --holdout < 1\n")
+    return args
 
+
+def _acquire(lock: FileLock) -> bool:
+    """One model server at a time on this machine (the real-LLM tests take the same lock)."""
+    try:
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            print(f"waiting for {lock.lock_file}: another real-LLM run holds the model server", flush=True)
+            t0 = time.monotonic()
+            lock.acquire(timeout=3600)
+            print(f"lock acquired after {time.monotonic() - t0:.0f} s", flush=True)
+    except Timeout:
+        print("learning_effect: another model server held the lock for an hour", file=sys.stderr)
+        return False
+    return True
+
+
+def main() -> int:
+    args = _args()
     cache = _cache()
     if not all(p.exists() for p in (cache / "build-server/bin/llama-server", cache / "model/qwen25-bracket.jinja")):
         print(f"learning_effect: no local LLM in {cache}; run: scripts/local-llm.sh build", file=sys.stderr)
@@ -215,11 +232,8 @@ def main() -> int:
     run_dir, project, log = base / "run", base / "project", base / "iterate.log"
     project.mkdir(parents=True, exist_ok=True)
 
-    lock = FileLock(str(cache / ".serve.lock"), timeout=3600)
-    try:
-        lock.acquire()
-    except Timeout:
-        print("learning_effect: another model server held the lock for an hour", file=sys.stderr)
+    lock = FileLock(str(cache / ".serve.lock"))
+    if not _acquire(lock):
         return 1
     port = _port()
     t0 = time.monotonic()
