@@ -53,7 +53,8 @@ never include a task-specific file path, never include an expected output or ans
 
 Answer with one JSON object and nothing else:
 {"operations": [
-  {"op": "ADD", "text": "IF <situation> THEN <action>", "category": "<one of: heuristic, anti_pattern, tool_usage, \
+  {"op": "ADD", "text": "IF a script fails with permission denied THEN make it executable with chmod +x and run it \
+again", "category": "<one of: heuristic, anti_pattern, tool_usage, \
 test_strategy, infra, prompting, bugfix_pattern>", "scope": "global", "tags": ["<tag>"], "importance": 0.5, \
 "evidence": ["<trial id>"]},
   {"op": "UPDATE", "id": "<lesson id>", "text": "IF <situation> THEN <action>", "evidence": ["<trial id>"]},
@@ -61,7 +62,8 @@ test_strategy, infra, prompting, bugfix_pattern>", "scope": "global", "tags": ["
 "evidence": ["<trial id>"]},
   {"op": "RETIRE", "id": "<lesson id>", "reason": "<why>", "evidence": ["<trial id>"]}
 ]}
-Replace every <...> with real content. Every operation cites as evidence the trial ids it is drawn from. \
+The ADD rule above is only an example of the form: write your own rule from the trials. Replace every <...> \
+with real content. Every operation cites as evidence the trial ids it is drawn from. \
 Propose at most 3 operations; {"operations": []} is a fine answer when there is nothing general to learn."""
 
 
