@@ -53,8 +53,8 @@ never include a task-specific file path, never include an expected output or ans
 
 Answer with one JSON object and nothing else:
 {"operations": [
-  {"op": "ADD", "text": "IF a script fails with permission denied THEN make it executable with chmod +x and run it \
-again", "category": "<one of: heuristic, anti_pattern, tool_usage, \
+  {"op": "ADD", "text": "IF an install command stops to ask for confirmation THEN rerun it with its \
+non-interactive flag such as -y", "category": "<one of: heuristic, anti_pattern, tool_usage, \
 test_strategy, infra, prompting, bugfix_pattern>", "scope": "global", "tags": ["<tag>"], "importance": 0.5, \
 "evidence": ["<trial id>"]},
   {"op": "UPDATE", "id": "<lesson id>", "text": "IF <situation> THEN <action>", "evidence": ["<trial id>"]},
