@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import time
 import uuid
@@ -199,6 +200,28 @@ def test_a_transient_fault_is_retried_and_the_trial_goes_on(fake: FakeOllama, tm
     r = _results(out)["hello-file"]
     assert (r["status"], r["failure_mode"], r["turns"]) == ("pass", None, 2)
     assert len(fake.chats("flaky")) == 4
+
+
+@pytest.mark.parametrize("hint", [True, False])
+def test_the_agent_is_told_its_budget_and_each_turns_time_left(fake: FakeOllama, tmp_path: Path, hint: bool) -> None:
+    fake.add_model(
+        "timed",
+        scripted(
+            Reply(tool_calls=[("shell", {"command": "true"}), ("shell", {"command": "true"})]),
+            Reply(tool_calls=[("shell", {"command": "printf 'Hello, world!\\n' > hello.txt"})]),
+        ),
+    )
+    flags = () if hint else ("--no-budget-hint",)
+    proc, out = _run(tmp_path, fake, "timed", LOCAL_SUITE, "--tasks", "hello-file", *flags)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((out / "config.json").read_text())["budget_hint"] is hint
+    last = fake.chats("timed")[-1]["messages"]
+    system, tools = last[0]["content"], [m["content"] for m in last if m["role"] == "tool"]
+    assert ("You have 1m 00s of wall-clock time" in system) is hint  # hello-file's own 60 s
+    # each turn's results end with the clock: on the last result of the turn only
+    assert [bool(re.search(r"\[time left: \d+s of 1m 00s\]$", t)) for t in tools] == [False, hint, hint]
+    assert _results(out)["hello-file"]["status"] == "pass"
+    assert "--no-budget-hint" in run_cli("--help").stdout
 
 
 def test_turn_cap_and_per_command_timeout(fake: FakeOllama, tmp_path: Path) -> None:

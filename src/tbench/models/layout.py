@@ -5,7 +5,8 @@ derived here, so no other module spells a file name.
 results/<run>/config.json state.json summary.json report.md report.html STOP workers/
 results/<run>/iterations/NNN/results.json delta.json reflection.json
 results/<run>/iterations/NNN/<task>/result.json agent/trajectory.json verifier/test-output.txt …
-results/<run>/iterations/NNN/_retries/<task>.N  _interrupted/<task>.N   (earlier attempts, kept for inspection)
+results/<run>/iterations/NNN/_retries/<task>.N  _interrupted/<task>.N  _outage/<task>.N
+                                                                            (earlier attempts, kept for inspection)
 <project-root>/.openagents/gym/episodes.jsonl baseline.json
 <project-root>/.openagents/memory/lessons.json archive.jsonl
 ```
@@ -28,6 +29,8 @@ STOP_FILE = "STOP"
 WORKERS_DIR = "workers"
 RETRIES_DIR = "_retries"
 INTERRUPTED_DIR = "_interrupted"
+OUTAGE_DIR = "_outage"
+"""Attempts failed by the model server, set aside and re-run without spending a retry."""
 RESULTS_FILE = "results.json"
 DELTA_FILE = "delta.json"
 REFLECTION_FILE = "reflection.json"

@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 from tbench.models.common import Versioned
 from tbench.models.grading import Outcome
 from tbench.models.results import ModelSummary
+from tbench.models.run import Outage
 
 Change = Literal["improved", "regressed", "unchanged"]
 
@@ -93,3 +94,5 @@ class RunSummary(Versioned):
     graded_trials: int = 0
     ungraded_trials: int = 0
     """Infra and build errors: shown and counted, never graded."""
+    outages: list[Outage] = Field(default_factory=list)
+    """Pauses while the model server was down (from state.json)."""

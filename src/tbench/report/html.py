@@ -17,6 +17,7 @@ from plotly.colors import qualitative
 from plotly.offline import get_plotlyjs
 
 from tbench.models.grading import rate_text
+from tbench.report.markdown import outage_text
 from tbench.report.view import Report, TrialView
 from tbench.stats.inference import IterationStat
 
@@ -39,6 +40,7 @@ def _env() -> Environment:
     env.filters["money"] = lambda x, digits=4: "—" if x is None else f"${x:.{digits}f}"
     env.filters["num"] = lambda x: "—" if x is None else f"{x:,.0f}"
     env.filters["code"] = _code
+    env.filters["outage"] = outage_text
     return env
 
 

@@ -30,7 +30,7 @@ from tbench.models.run import RunConfig
 from tbench.models.summary import IterationDelta, RunSummary
 from tbench.report.markdown import render_markdown
 from tbench.report.runs import load_run_folder, resolve_baseline
-from tbench.report.view import MARK, GridRow, Report, TrialView
+from tbench.report.view import MARK, GridRow, ImageLine, Report, TrialView
 from tbench.stats.inference import (
     Interval,
     RunStats,
@@ -106,6 +106,17 @@ def build_report(
         rows[(v.task_id, v.model)].cells[col[v.iteration]].append(v)
         by_iteration[v.iteration].append(v)
 
+    images: dict[tuple[str, str, str], ImageLine] = {}
+    for r in trials:
+        if r.images is None:
+            continue
+        for service, rec in [("main", r.images.main), *r.images.services.items()]:
+            key = (r.task_id, service, rec.id)
+            if key in images:
+                images[key].trials += 1
+            else:
+                images[key] = ImageLine(r.task_id, service, rec.name, rec.id, rec.base, rec.base_id, 1)
+
     baseline, note = resolve_baseline(Path(config.project_root), run_id=config.run_id, suite_name=config.suite_name)
     vs_baseline = None
     if baseline is not None and trials:
@@ -130,6 +141,7 @@ def build_report(
         vs_baseline=vs_baseline,
         first_last=first_last,
         learning=learning_markdown(run_dir, config.learning, iterations),
+        images=list(images.values()),
     )
     if report.mixed:
         groups = by_model(trials)
@@ -259,7 +271,27 @@ def _stats_markdown(report: Report) -> list[str]:
                 f"{ms.overall.infra_errors} | {ms.cost.tokens:,} | {_money(ms.cost.cost_usd)} |"
             )
         out += ["", *(f"- {cmp.sentence()}" for cmp in report.model_comparisons)]
+    out += _images_markdown(report)
     out += ["", f"Charts, the full grid and links to every trial's logs: [{REPORT_HTML}]({REPORT_HTML})"]
+    return out
+
+
+def _images_markdown(report: Report) -> list[str]:
+    """Which image each task ran in, so a result can be reproduced."""
+    if not report.images:
+        return []
+    out = [
+        "",
+        "### Images",
+        "",
+        "| task | service | image | id | base | base id | trials |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    out += [
+        f"| {i.task_id} | {i.service} | `{i.name}` | `{i.short(i.id)}` | {f'`{i.base}`' if i.base else '—'} | "
+        f"`{i.short(i.base_id)}` | {i.trials} |"
+        for i in report.images
+    ]
     return out
 
 
@@ -300,7 +332,7 @@ def regenerate(run_dir: Path) -> Report:
         status=run.state.status,
         planned=run.config.iterations,
         iterations=run.iterations,
-    )
+    ).model_copy(update={"outages": run.state.outages})
     report = build_report(run.dir, run.config, summary, run.deltas, run.iterations)
     _write(report)
     return report
