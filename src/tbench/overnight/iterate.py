@@ -33,6 +33,7 @@ from tbench.models.task import Task
 from tbench.models.trial import TrialSpec, WorkerJob
 from tbench.overnight.breaker import MAX_SERVER_RERUNS, CircuitBreaker, close_stale
 from tbench.overnight.executor import Executor, SequentialExecutor, StopControl
+from tbench.report.pages import write_trajectory_page
 from tbench.report.run_report import write_reports
 from tbench.stats.summaries import compute_delta, delta_baseline, episode_of, summarize_run
 
@@ -355,6 +356,7 @@ class Run:
             return False
         result.attempts, result.retries = ts.attempts, ts.retries
         atomic_write_model(paths.result, result)  # the commit marker
+        self._write_page(result)
         self._committed.setdefault(iteration, {})[task.id] = result
         ts.status, ts.outcome = "done", result.status
         self.state.save(self.dir)
@@ -364,6 +366,13 @@ class Run:
         extra = f" [{result.failure_mode}]" if result.failure_mode else ""
         self.notify(f"  {task.id}: {result.status}{extra} ({result.duration_ms / 1000:.1f}s)")
         return True
+
+    def _write_page(self, result: TrialResult) -> None:
+        """The trial's readable page, once, at its commit; a failure here is noted, never fatal."""
+        try:
+            write_trajectory_page(self.dir, result)
+        except Exception as exc:  # a report bug must not end an overnight run
+            self.notify(f"  {result.task_id}: trajectory page not written: {type(exc).__name__}: {exc}")
 
     def retry_delay(self, iteration: int, task: Task) -> float:
         """Exponential backoff for the next attempt of a retried trial, capped at 60 s; none for a trial the

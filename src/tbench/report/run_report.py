@@ -23,6 +23,7 @@ from tbench.models.layout import (
     REPORT_MD,
     TEST_OUTPUT_FILE,
     TRAJECTORY_FILE,
+    TRAJECTORY_PAGE,
     VERIFIER_DIR,
 )
 from tbench.models.results import TerminalBenchResults, TrialResult
@@ -60,12 +61,11 @@ def _trial_view(r: TrialResult, run_dir: str) -> TrialView:
         rel = f"{folder}/{rel}"
         return _href(rel) if os.path.exists(f"{run_dir}/{rel}") else None
 
-    title = f"{r.task_id} · iteration {r.iteration} · {r.model}\n{r.status}"
+    # Short: 8,900 of these are in report.html; the error itself is on the trial's page.
+    title = f"{r.task_id} · {r.iteration} · {r.status}"
     if r.failure_mode:
         title += f" [{r.failure_mode}]"
-    title += f" · {r.duration_ms / 1000:.1f}s"
-    if r.error_message:
-        title += "\n" + r.error_message[:300]
+    title += f" · {r.duration_ms / 1000:.0f}s"
     return TrialView(
         iteration=r.iteration,
         task_id=r.task_id,
@@ -78,6 +78,7 @@ def _trial_view(r: TrialResult, run_dir: str) -> TrialView:
         tokens=r.tokens_used,
         cost_usd=r.cost_usd,
         log=_href(f"{folder}/trial.log"),
+        page=link(TRAJECTORY_PAGE),
         tests=link(f"{VERIFIER_DIR}/{TEST_OUTPUT_FILE}"),
         trajectory=link(f"{AGENT_DIR}/{TRAJECTORY_FILE}"),
         agent=link(f"{AGENT_DIR}/"),
@@ -299,8 +300,9 @@ def _images_markdown(report: Report) -> list[str]:
 
 
 def _write(report: Report) -> None:
-    from tbench.report.html import render_html  # plotly and jinja2 load only when a report is written
+    from tbench.report.html import render_html, write_trials_pages  # plotly and jinja2 load only when needed
 
+    write_trials_pages(report)
     atomic_write_text(report.run_dir / REPORT_MD, render_report_markdown(report))
     atomic_write_text(report.run_dir / REPORT_HTML, render_html(report))
 
@@ -333,6 +335,9 @@ def regenerate(run_dir: Path) -> Report:
         planned=run.config.iterations,
         iterations=run.iterations,
     ).model_copy(update={"outages": run.state.outages})
+    from tbench.report.pages import write_missing_pages
+
+    write_missing_pages(run.dir, [r for it in run.iterations for r in it.results])
     report = build_report(run.dir, run.config, summary, run.deltas, run.iterations)
     _write(report)
     return report

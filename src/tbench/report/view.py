@@ -31,6 +31,8 @@ class TrialView:
     tokens: int
     cost_usd: float | None
     log: str
+    page: str | None
+    """The trial's trajectory page, where it was written."""
     tests: str | None
     trajectory: str | None
     agent: str | None
