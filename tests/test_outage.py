@@ -53,7 +53,8 @@ def _solver(body: dict[str, Any], n: int) -> Reply:
         return Reply(content="Done.")
     task = next(m["content"] for m in body["messages"] if m["role"] == "user")
     command = re.search(r"Run exactly: (.*)", task)
-    assert command is not None
+    if command is None:
+        return Reply(content="ok")  # the circuit breaker's probe
     return Reply(tool_calls=[("shell", {"command": command.group(1)})])
 
 

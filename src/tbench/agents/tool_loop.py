@@ -42,6 +42,8 @@ KEEP_RECENT_RESULTS = 2
 TRIMMED = "[trimmed]"
 #: From this many identical calls in a row on, each result tells the model it is repeating itself.
 REPEAT_NOTE_AFTER = 3
+#: The circuit breaker's probe chat must answer within this.
+PROBE_DEADLINE_SEC = 60.0
 
 
 def lift_text_calls(msg: ChatMessage, tools: Sequence[ToolSpec]) -> bool:
@@ -150,6 +152,21 @@ class ToolLoopAgent(ModelRunner):
             except UserError as exc:
                 raise ModelServerError(exc.message) from None
             self._described = True
+
+    def probe(self) -> str | None:
+        """The model is described, then asked one short question: a server that lists its models while its
+        runner crashes on every chat (Ollama's 500 "llama runner process has terminated") is still down."""
+        try:
+            self.transport.preflight()
+            self.transport.chat(
+                [ChatMessage(role="user", content="Reply with the word ok.")], [],
+                deadline=time.monotonic() + PROBE_DEADLINE_SEC,
+            )  # fmt: skip
+        except UserError as exc:
+            return exc.message
+        except Exception as exc:  # a probe reports; it never ends the run
+            return f"{type(exc).__name__}: {exc}"
+        return None
 
     def environment_needs(self, task: Task) -> AgentNeeds:
         return AgentNeeds(allow_unconfined=self.config.unsafe_host_agent)

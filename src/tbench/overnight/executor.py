@@ -96,6 +96,8 @@ class SequentialExecutor:
         for task in tasks:
             while not book.stop.reason:
                 wait = book.hold()
+                if book.stop.reason:
+                    break  # the model server stayed down past the outage limit
                 if wait > 0:
                     time.sleep(min(wait, HOLD_POLL_SEC))
                     continue
