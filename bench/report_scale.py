@@ -4,8 +4,10 @@ store   an episodes.jsonl of 11,236 episodes (112 runs x ~100 iterations, 4 mode
         (1,000,004 trial records) is indexed by the real `EpisodeIndex.sync()`; the trials come from a
         generator instead of 11,236 results.json files (about 1 GB). Then each filtered query the CLI
         makes (rows newest first, limit 50, plus the matching count) is timed. Target < 100 ms.
-report  a run folder of 100 iterations x 89 tasks (real results.json, trial folders, a baseline run set
-        with baseline.json) is rendered by `tbench report`: report.md and report.html. Target < 3 s.
+report  a run folder of 100 iterations x 89 tasks (real results.json, trial folders with a 12-turn
+        trajectory each, a baseline run set with baseline.json) is rendered by `tbench report`: report.md and
+        report.html (and each iteration's trials.html). Target < 3 s. Each trial's trajectory page is
+        written as the loop writes it, at commit, and timed apart.
 
   python bench/report_scale.py [--trials 1000000] [--keep DIR]
 """
@@ -27,14 +29,43 @@ from typing import Any
 
 from tbench.bench.episode_store import EpisodeStore
 from tbench.errors import FailureMode
+from tbench.models.common import Tokens
 from tbench.models.episode import Episode, EpisodeSummary, episode_status
 from tbench.models.results import Summary, TerminalBenchResults, TrialResult
 from tbench.models.run import RunConfig, RunState
+from tbench.models.trajectory import Step, ToolCallRecord, ToolResultRecord, Trajectory
+from tbench.report.pages import write_trajectory_page
 
 TASKS = [f"task-{i:02d}" for i in range(89)]
 MODELS = ["claude-code:sonnet", "ollama:qwen2.5-coder:7b", "ollama:llama3.1:8b", "claude-code:haiku"]
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 CLI = [sys.executable, "-c", "from tbench.cli.app import main; main()"]
+TURNS = 12
+
+
+def _trajectory() -> str:
+    """A plausible tool-loop trajectory: TURNS turns, each a shell call with a few lines of output."""
+    steps = [
+        Step(
+            index=i + 1,
+            started_at="2026-01-01T00:00:00.000Z",
+            finished_at="2026-01-01T00:00:04.500Z",
+            assistant_text=f"Step {i + 1}: checking the build output before changing anything.",
+            tool_calls=[ToolCallRecord(id=f"c{i}", name="shell", arguments={"command": f"make test-{i} 2>&1 | tail"})],
+            tool_results=[ToolResultRecord(call_id=f"c{i}", name="shell", output="ok\n" * 40, exit_code=0)],
+            tokens=Tokens(input=3_000 + 500 * i, output=120),
+            model_ms=3_900,
+        )
+        for i in range(TURNS)
+    ]
+    return Trajectory(
+        agent="ollama", model="ollama:qwen2.5-coder:7b", task_id="task", instruction="Fix the build.",
+        system_prompt="You are an autonomous software engineer.", started_at="2026-01-01T00:00:00.000Z",
+        stop_reason="completed", turns=TURNS, steps=steps,
+    ).model_dump_json()  # fmt: skip
+
+
+TRAJECTORY = _trajectory()
 
 
 def iso(t: datetime) -> str:
@@ -242,6 +273,7 @@ def write_run(root: Path, run_dir: Path, run_id: str, iterations: int, models: l
     )
     state = RunState.new(config)
     state.status = "completed"
+    page_sec = 0.0
     run_dir.mkdir(parents=True)
     (run_dir / "config.json").write_text(config.model_dump_json(indent=2))
     for it in state.iterations:
@@ -254,7 +286,7 @@ def write_run(root: Path, run_dir: Path, run_id: str, iterations: int, models: l
             (trial_dir / "agent").mkdir(exist_ok=True)
             (trial_dir / "trial.log").write_text("log\n")
             (trial_dir / "verifier" / "test-output.txt").write_text("out\n")
-            (trial_dir / "agent" / "trajectory.json").write_text("{}\n")
+            (trial_dir / "agent" / "trajectory.json").write_text(TRAJECTORY)
         tb = TerminalBenchResults(
             suite_name=config.suite_name,
             suite_version=config.suite_version,
@@ -269,7 +301,17 @@ def write_run(root: Path, run_dir: Path, run_id: str, iterations: int, models: l
         )
         (folder / "results.json").write_text(tb.model_dump_json(indent=2))
         it.status, it.started_at, it.finished_at = "done", tb.started_at, tb.finished_at
+        t = time.perf_counter()
+        for r in tb.results:  # what the loop does as each trial commits
+            write_trajectory_page(run_dir, r)
+        page_sec += time.perf_counter() - t
     (run_dir / "state.json").write_text(state.model_dump_json(indent=2))
+    pages = list(run_dir.glob("iterations/*/*/trajectory.html"))
+    size = sum(p.stat().st_size for p in pages)
+    print(
+        f"pages ({run_id}): {len(pages):,} trajectory pages of {TURNS} turns, {size / len(pages) / 1e3:.1f} kB each, "
+        f"{page_sec / len(pages) * 1000:.1f} ms each to write at commit"
+    )
 
 
 def time_report(root: Path, run_dir: Path, label: str) -> float:
@@ -285,9 +327,10 @@ def time_report(root: Path, run_dir: Path, label: str) -> float:
     regenerate(run_dir)
     inproc = time.perf_counter() - t
     html = (run_dir / "report.html").stat().st_size / 1e6
+    trials = sum(p.stat().st_size for p in run_dir.glob("iterations/*/trials.html")) / 1e6
     print(
         f"report ({label}): `tbench report` {wall:.2f}s as a process (start-up and imports included), "
-        f"{inproc:.2f}s in process; report.html {html:.1f} MB"
+        f"{inproc:.2f}s in process; report.html {html:.1f} MB (+ {trials:.1f} MB in iterations/*/trials.html)"
     )
     return wall
 

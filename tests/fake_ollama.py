@@ -68,6 +68,8 @@ class FakeOllama:
         self._lock = threading.Lock()
         self._closing = threading.Event()
         self._server: ThreadingHTTPServer | None = None
+        self.down = threading.Event()
+        """While set, the whole server is down: every request gets the 500 a crashed llama runner gives."""
 
     def add_model(self, name: str, policy: Policy, *, tools: bool = True, context_length: int = 32768) -> FakeModel:
         caps = ("completion", "tools") if tools else ("completion", "vision")
@@ -191,6 +193,12 @@ class _Handler(BaseHTTPRequestHandler):
         with self.fake._lock:
             self.fake.requests.append(Recorded(self.path, dict(self.headers.items()), body))
 
+    def _down(self) -> bool:
+        if not self.fake.down.is_set():
+            return False
+        self._json(500, {"error": "llama runner process has terminated: exit status 2"})
+        return True
+
     def do_HEAD(self) -> None:
         self.send_response(200)
         self.send_header("Content-Length", "0")
@@ -198,6 +206,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         self._record({})
+        if self._down():
+            return
         if self.path == "/":
             data = b"Ollama is running"
             self.send_response(200)
@@ -215,6 +225,8 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         body = self._body()
         self._record(body)
+        if self._down():
+            return
         if self.path == "/api/show":
             name = str(body.get("model") or body.get("name") or "")
             model = self.fake._find(name)

@@ -102,6 +102,7 @@ def test_scripted_bash_call_solves_a_bundled_task_in_a_container(engine: Any, tm
     assert len(requests) == 2 and all(q.headers.get("x-api-key") == KEY for q in requests)
     system = json.dumps(requests[0].body.get("system"))
     assert "running unattended as a benchmark agent" in system
+    assert "# Time budget" in system and "You have 2m 00s of wall-clock time" in system  # the task's 120 s
     assert "Bash" in [t.get("name") for t in requests[0].body["tools"]]
     traj = Trajectory.model_validate_json((out / "iterations/001/hello-world/agent/trajectory.json").read_text())
     assert traj.agent == "claude-code" and traj.stop_reason == "completed" and len(traj.steps) == 2
@@ -145,6 +146,7 @@ def test_api_errors_are_infra_errors_retried_only_while_nothing_was_done(
     assert result.error_message and "API error (HTTP 500)" in result.error_message
     assert len(requests) == 3  # one run plus two clean restarts, then it gives up
     assert "LESSON-7: read the task twice" in json.dumps(requests[0].body.get("system"))  # the lessons hook
+    assert result.model_server_down  # an API error: the circuit breaker counts it, the trial is re-run
     assert not (tmp_path / "always-500/verifier").exists()
     raw = (tmp_path / "always-500/agent/claude-code.jsonl").read_text()
     assert raw.count('"event": "retry"') == 2

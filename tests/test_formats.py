@@ -141,14 +141,44 @@ def test_malformed_task_yaml(tmp_path: Path, yaml_text: str, needle: str) -> Non
     assert needle in str(err.value) and "task.yaml" in str(err.value)
 
 
-def test_tb1_compose_with_extra_services_is_refused(tmp_path: Path) -> None:
+def test_tb1_compose_sidecars_are_read_in_start_order(tmp_path: Path) -> None:
     folder = tmp_path / "t"
     write(folder / "task.yaml", "instruction: x\n")
     write(folder / "Dockerfile", "FROM scratch\n")
     write(folder / "run-tests.sh", "true\n")
-    write(folder / "docker-compose.yaml", "services:\n  client: {build: .}\n  db: {image: postgres}\n")
-    with pytest.raises(UserError, match="besides 'client' \\(db\\)"):
+    write(
+        folder / "docker-compose.yaml",
+        "services:\n  client: {build: ., environment: [A=1]}\n  web: {image: nginx, depends_on: [db]}\n"
+        "  db: {image: postgres, environment: {POSTGRES_PASSWORD: x}, volumes: ['data:/var/lib/postgresql'],"
+        " healthcheck: {test: [CMD, pg_isready]}}\n",
+    )
+    (task,) = load_suite(folder).tasks
+    env = task.environment
+    assert env.main_service == "client" and env.env == {"A": "1"}
+    assert [s.name for s in env.services] == ["db", "web"]  # dependencies first
+    assert env.services[0].healthcheck == "pg_isready" and env.services[0].env == {"POSTGRES_PASSWORD": "x"}
+
+
+@pytest.mark.parametrize(
+    ("compose", "needle"),
+    [
+        ("services:\n  main: {build: .}\n  db: {image: pg, privileged: true}\n", "services.db: uses privileged"),
+        ("services:\n  main: {build: .}\n  db: {image: pg, volumes: ['./data:/data']}\n", "bind mounts"),
+        ("services:\n  app: {build: .}\n", "needs a main service named 'main'"),
+        ("services:\n  main: {build: .}\n  db: {image: pg, depends_on: [cache]}\n", "unknown service 'cache'"),
+        ("services:\n  main: {build: ./nowhere}\n", "has no Dockerfile"),
+    ],
+)
+def test_tb2_compose_that_cannot_be_honoured_is_refused_in_one_line(tmp_path: Path, compose: str, needle: str) -> None:
+    folder = tmp_path / "t"
+    write(folder / "task.toml", "[verifier]\ntimeout_sec = 5\n")
+    write(folder / "instruction.md", "x")
+    write(folder / "tests" / "test.sh", "true\n")
+    write(folder / "environment" / "Dockerfile", "FROM scratch\n")
+    write(folder / "environment" / "docker-compose.yaml", compose)
+    with pytest.raises(UserError, match=needle) as err:
         load_suite(folder)
+    assert "docker-compose.yaml" in str(err.value) and "\n" not in str(err.value)
 
 
 @pytest.mark.parametrize(

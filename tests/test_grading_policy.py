@@ -23,7 +23,6 @@ import pytest
 
 from tests import taskfactory
 from tests.conftest import EXAMPLES, run_cli
-from tests.fake_ollama import FakeOllama, Fault, scripted
 
 LOCAL_SUITE = EXAMPLES / "local-suite.json"
 LOCAL_TASK_IDS = [t["id"] for t in json.loads(LOCAL_SUITE.read_text())["tasks"]]
@@ -90,35 +89,38 @@ NOTHING_GRADED = re.compile(r"graded nothing|no trial was graded|no graded trial
 # --------------------------------------------------------------------------- A. an all-infra iteration
 
 
+INFRA_TASKS = ["gone-1", "gone-2"]
+
+
 @pytest.fixture(scope="module")
-def all_infra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Finished]:
-    """Two iterations of the local suite against an Ollama server that answers HTTP 500 to every chat."""
+def all_infra(engine: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Finished]:
+    """Two iterations of a suite whose every trial is an infra error: each task names a prebuilt image that cannot
+    be pulled (no registry answers) and has no Dockerfile to build instead. (A model server that answers 500 to
+    everything no longer gives infra errors: the circuit breaker pauses the night instead, tests/test_outage.py.)"""
     root = tmp_path_factory.mktemp("all-infra")
-    out = root / "run"
-    with FakeOllama() as fake:
-        fake.add_model("down", scripted(then=Fault("http500")))  # type: ignore[arg-type]
-        proc = run_cli(
-            "--suite", str(LOCAL_SUITE), "--model", "ollama:down", "--ollama-endpoint", fake.url,
-            "--iterations", "2", "--output", str(out), "--project-root", str(root),
-            "--model-option", "retries=1", "--model-option", "retry_backoff_sec=0.01",
-            "--unsafe-host-agent",  # the model never gets to run a command; needed only where bwrap is missing
-            "--run-id", "allinfra",
-            timeout=300,
-        )  # fmt: skip
-        assert len(fake.chats("down")) > 0, proc.stdout + proc.stderr  # the trials did reach the server
+    suite, out = root / "suite", root / "run"
+    for name in INFRA_TASKS:
+        folder = taskfactory.tb2(suite, name, environment='docker_image = "localhost/tbench-gone:never"')
+        (folder / "environment" / "Dockerfile").unlink()
+    proc = run_cli(
+        "--suite", str(suite), "--model", "oracle", "--iterations", "2", "--output", str(out),
+        "--project-root", str(root), "--run-id", "allinfra", timeout=300,
+    )  # fmt: skip
     assert (out / "iterations/001/results.json").is_file(), proc.stdout + proc.stderr
     yield Finished(proc, out, root)
 
 
+@pytest.mark.container
 def test_all_infra_iteration_results_have_a_null_pass_rate(all_infra: Finished) -> None:
     res = all_infra.json("iterations/001/results.json")
     assert {r["failure_mode"] for r in res["results"]} == {"infra_error"}
     summary = res["summary"]
     assert summary["pass_rate"] is None, f"pass_rate of an iteration that graded nothing: {summary['pass_rate']!r}"
     assert summary.get("graded") == 0, summary
-    assert summary["infra_errors"] == len(LOCAL_TASK_IDS) == len(res["results"]), summary
+    assert summary["infra_errors"] == len(INFRA_TASKS) == len(res["results"]), summary
 
 
+@pytest.mark.container
 def test_all_infra_run_summary_has_null_rates_and_no_best_or_worst(all_infra: Finished) -> None:
     summary = all_infra.json("summary.json")
     assert summary["iterations"], summary
@@ -131,6 +133,7 @@ def test_all_infra_run_summary_has_null_rates_and_no_best_or_worst(all_infra: Fi
     )
 
 
+@pytest.mark.container
 def test_all_infra_episodes_say_no_graded_trials(all_infra: Finished) -> None:
     episodes = all_infra.episodes()
     assert episodes
@@ -139,6 +142,7 @@ def test_all_infra_episodes_say_no_graded_trials(all_infra: Finished) -> None:
         assert "passRate" in e["summary"] and e["summary"]["passRate"] is None, (e["id"], e["summary"])
 
 
+@pytest.mark.container
 def test_all_infra_delta_has_no_zero_pass_rate(all_infra: Finished) -> None:
     path = all_infra.out / "iterations/002/delta.json"
     if not path.exists():
@@ -148,6 +152,7 @@ def test_all_infra_delta_has_no_zero_pass_rate(all_infra: Finished) -> None:
     assert delta["pass_rate_change"] is None, f"delta pass_rate_change: {delta['pass_rate_change']!r}"
 
 
+@pytest.mark.container
 def test_all_infra_report_md_says_no_graded_trial_and_shows_no_zero_rate(all_infra: Finished) -> None:
     report = (all_infra.out / "report.md").read_text()
     assert "no graded trial" in report.lower()
@@ -164,12 +169,14 @@ def test_all_infra_report_md_says_no_graded_trial_and_shows_no_zero_rate(all_inf
                 assert not ZERO_RATE.search(row[col]), f"report.md table shows a 0.0% pass rate: {row!r}"
 
 
+@pytest.mark.container
 def test_all_infra_report_html_says_no_graded_trial(all_infra: Finished) -> None:
     html = all_infra.out / "report.html"
     assert html.is_file()
     assert "no graded trial" in html.read_text().lower()
 
 
+@pytest.mark.container
 def test_all_infra_run_exits_1_and_says_nothing_was_graded(all_infra: Finished) -> None:
     assert all_infra.proc.returncode == 1, (all_infra.proc.returncode, all_infra.output[-2000:])
     lines = [ln for ln in all_infra.output.splitlines() if NOTHING_GRADED.search(ln)]
@@ -326,6 +333,7 @@ def test_a_file_from_a_newer_tbench_is_one_clear_line(tmp_path: Path) -> None:
     assert str(results) in lines[0] and "newer tbench" in lines[0] and "schema_version 99" in lines[0]
 
 
+@pytest.mark.container
 def test_an_episode_that_graded_nothing_is_indexed_and_listed(all_infra: Finished) -> None:
     proc = subprocess.run(
         [sys.executable, "-c", "from tbench.cli.app import main; main()", "episodes",

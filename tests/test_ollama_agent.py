@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import time
 import uuid
@@ -173,16 +174,18 @@ def test_server_faults_become_infra_errors_after_bounded_retries(
     fake.add_model(model, scripted(then=fault))  # type: ignore[arg-type]
     proc, out = _run(
         tmp_path, fake, model, LOCAL_SUITE, "--tasks", "hello-file", *FAST_RETRIES,
-        "--model-option", "request_timeout_sec=1",
+        "--model-option", "request_timeout_sec=1", "--breaker-after", "1", "--max-outage", "1",
     )  # fmt: skip
-    assert proc.returncode == 1 and "no trial was graded" in proc.stderr, proc.stderr  # the night says nothing
-    r = _results(out)["hello-file"]
-    assert (r["status"], r["failure_mode"]) == ("error", "infra_error")
-    assert "after 3 attempt(s)" in r["error_message"] and why in r["error_message"]
-    assert len(fake.chats(model)) == 3  # one try plus two retries, then it stops
-    assert not (out / "iterations/001/hello-file/verifier").exists()  # the tests never ran
-    summary = json.loads((out / "iterations/001/results.json").read_text())["summary"]
-    assert summary["infra_errors"] == 1 and summary["graded"] == 0 and summary["pass_rate"] is None
+    # The model server failed the trial: the run pauses (the circuit breaker), the probe's chat fails too,
+    # and past --max-outage the run stops, resumably, with nothing burnt as an infra error.
+    assert proc.returncode == 75 and "stayed down" in proc.stderr and "--resume" in proc.stderr, proc.stderr
+    (outage,) = json.loads((out / "state.json").read_text())["outages"]
+    assert outage["ended"] == "max_outage" and outage["probes"] >= 1
+    assert "after 3 attempt(s)" in outage["cause"] and why in outage["cause"]
+    assert len(fake.chats(model)) == 3 * (1 + outage["probes"])  # one try plus two retries, per attempt or probe
+    assert not (out / "iterations/001/hello-file").exists()  # set aside, to run again on resume
+    assert not (out / "iterations/001/_outage/hello-file.1/verifier").exists()  # the tests never ran
+    assert not (out / "iterations/001/results.json").exists()  # nothing committed
 
 
 def test_a_transient_fault_is_retried_and_the_trial_goes_on(fake: FakeOllama, tmp_path: Path) -> None:
@@ -199,6 +202,28 @@ def test_a_transient_fault_is_retried_and_the_trial_goes_on(fake: FakeOllama, tm
     r = _results(out)["hello-file"]
     assert (r["status"], r["failure_mode"], r["turns"]) == ("pass", None, 2)
     assert len(fake.chats("flaky")) == 4
+
+
+@pytest.mark.parametrize("hint", [True, False])
+def test_the_agent_is_told_its_budget_and_each_turns_time_left(fake: FakeOllama, tmp_path: Path, hint: bool) -> None:
+    fake.add_model(
+        "timed",
+        scripted(
+            Reply(tool_calls=[("shell", {"command": "true"}), ("shell", {"command": "true"})]),
+            Reply(tool_calls=[("shell", {"command": "printf 'Hello, world!\\n' > hello.txt"})]),
+        ),
+    )
+    flags = () if hint else ("--no-budget-hint",)
+    proc, out = _run(tmp_path, fake, "timed", LOCAL_SUITE, "--tasks", "hello-file", *flags)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((out / "config.json").read_text())["budget_hint"] is hint
+    last = fake.chats("timed")[-1]["messages"]
+    system, tools = last[0]["content"], [m["content"] for m in last if m["role"] == "tool"]
+    assert ("You have 1m 00s of wall-clock time" in system) is hint  # hello-file's own 60 s
+    # each turn's results end with the clock: on the last result of the turn only
+    assert [bool(re.search(r"\[time left: \d+s of 1m 00s\]$", t)) for t in tools] == [False, hint, hint]
+    assert _results(out)["hello-file"]["status"] == "pass"
+    assert "--no-budget-hint" in run_cli("--help").stdout
 
 
 def test_turn_cap_and_per_command_timeout(fake: FakeOllama, tmp_path: Path) -> None:

@@ -78,11 +78,31 @@ def test_report_of_a_real_run_renders_in_chromium(chromium: str, tmp_path: Path)
         flaky = browser.evaluate("document.querySelector('#flaky table').innerText")
         assert "alternating" in flaky and "always" not in flaky
         hrefs = assert_links_resolve(browser, run)
-        trajectories = sorted(p.relative_to(run).as_posix() for p in run.glob("iterations/*/*/agent/trajectory.json"))
-        assert "iterations/003/always/agent/trajectory.json" in trajectories
-        assert set(trajectories) <= set(hrefs)  # each trial's trajectory is linked
-        assert "iterations/002/slow/trial.log" in hrefs
+        cells = browser.evaluate(
+            "Array.from(document.querySelectorAll('table.grid a.m')).map(a => a.getAttribute('href'))"
+        )
+        pages = sorted(p.relative_to(run).as_posix() for p in run.glob("iterations/*/*/trajectory.html"))
+        assert len(pages) == 15 and sorted(cells) == pages  # every cell opens its trial's own page
+        assert "iterations/003/trials.html" in hrefs
         shot = browser.screenshot(ARTIFACTS / "report-local-run.png")
+        # an iteration's table of trials: a page of its own, every link in it resolving from the run folder
+        log = browser.open(run / "iterations" / "002" / "trials.html")
+        assert log.console_errors == [] and log.exceptions == [] and log.remote_requests == []
+        links = browser.evaluate("Array.from(document.querySelectorAll('a[href]')).map(a => a.href)")
+        assert links and all(Path(unquote(h.removeprefix("file://"))).exists() for h in links), links
+        assert any(h.endswith("iterations/002/slow/trial.log") for h in links)
+        # a trial's page: the verdict, the test output's tail and the turns
+        log = browser.open(run / "iterations" / "002" / "never" / "trajectory.html")
+        assert log.console_errors == [] and log.exceptions == [] and log.remote_requests == []
+        assert "fail" in browser.evaluate("document.querySelector('#verdict').innerText")
+        assert count(browser, ".turn") >= 1
+        links = browser.evaluate("Array.from(document.querySelectorAll('a[href]')).map(a => a.href)")
+        assert all(Path(unquote(h.removeprefix("file://")).split("#")[0]).exists() for h in links), links
+        # the trajectory that was broken after the fact: the page says so instead of failing
+        (run / "iterations" / "003" / "always" / "trajectory.html").unlink()
+        assert tbench("report", str(run)).returncode == 0
+        browser.open(run / "iterations" / "003" / "always" / "trajectory.html")
+        assert "could not be read" in browser.evaluate("document.querySelector('#trajectory').innerText")
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
 
 
@@ -129,3 +149,39 @@ def test_report_of_a_mixed_model_run_splits_by_model(chromium: str, tmp_path: Pa
         assert_links_resolve(browser, run)
         browser.screenshot(ARTIFACTS / "report-mixed-models.png")
     assert (ARTIFACTS / "report-mixed-models.png").stat().st_size > 20_000
+
+
+def test_trajectory_page_of_a_tool_loop_trial_shows_turns_folded_calls_tokens_and_time(
+    chromium: str, tmp_path: Path
+) -> None:
+    from tests.conftest import EXAMPLES, run_cli
+    from tests.fake_ollama import FakeOllama, Reply, scripted
+
+    with FakeOllama() as fake:
+        fake.add_model(
+            "pager",
+            scripted(
+                Reply(content="Looking first.", tool_calls=[("shell", {"command": "echo <b>not-html</b>; ls"})]),
+                Reply(tool_calls=[("shell", {"command": "printf 'Hello, world!\\n' > hello.txt"})], eval_count=33),
+            ),
+        )
+        out = tmp_path / "run"
+        proc = run_cli(
+            "--suite", str(EXAMPLES / "local-suite.json"), "--tasks", "hello-file", "--model", "ollama:pager",
+            "--ollama-endpoint", fake.url, "--iterations", "1", "--output", str(out), "--project-root", str(tmp_path),
+        )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    page = out / "iterations" / "001" / "hello-file" / "trajectory.html"
+    assert 'href="iterations/001/hello-file/trajectory.html"' in (out / "report.html").read_text()
+    with Chromium(chromium) as browser:
+        log = browser.open(page)
+        assert log.console_errors == [] and log.exceptions == [] and log.remote_requests == []
+        assert count(browser, ".turn") == 3  # two tool turns and the final answer
+        assert count(browser, "details.call") == 2 and count(browser, "details.call[open]") == 0  # folded
+        text = browser.evaluate("document.querySelector('#trajectory').innerText")
+        assert "Looking first." in text and "tokens in 100 / out 33" in text and "Turn 1" in text
+        assert count(browser, "#trajectory b") == 2  # only the page's own bold text: tool output is escaped
+        output = browser.evaluate("document.querySelector('details.call pre.out').textContent")
+        assert "<b>not-html</b>" in output and "[time left:" in output
+        assert "pass" in browser.evaluate("document.querySelector('#verdict').innerText")
+        browser.screenshot(ARTIFACTS / "trajectory-page.png")

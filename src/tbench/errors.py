@@ -80,6 +80,11 @@ class InfraError(TrialError):
     mode = FailureMode.INFRA_ERROR
 
 
+class ModelServerError(InfraError):
+    """The agent's model server failed (refused, 5xx, stalled) after the transport's own retries. The run's
+    circuit breaker counts these: the trial is re-run once the server answers, never charged to anyone."""
+
+
 class AgentError(TrialError):
     mode = FailureMode.AGENT_ERROR
 

@@ -33,6 +33,17 @@ class ModelRunner(ABC):
         """Fail fast, before the first iteration, when the agent cannot possibly run (raise UserError)."""
         return None
 
+    def probe(self) -> str | None:
+        """Whether the model server answers now (the circuit breaker's re-probe): None when it does, else why
+        not. An agent without a model server always answers."""
+        try:
+            self.preflight(())
+        except UserError as exc:
+            return exc.message
+        except Exception as exc:  # a probe reports; it never ends the run
+            return f"{type(exc).__name__}: {exc}"
+        return None
+
     def environment_needs(self, task: Task) -> AgentNeeds:
         return AgentNeeds()
 

@@ -29,6 +29,8 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+import httpx
+
 from tbench.agents.base import AgentContext, AgentNeeds, AgentResult, ModelRunner, require_confinement
 from tbench.agents.prompts import claude_code_append_prompt
 from tbench.agents.trajectory import TrajectoryRecorder
@@ -46,6 +48,7 @@ if TYPE_CHECKING:
 CLAUDE_BIN_ENV = "TBENCH_CLAUDE_BIN"
 CONTAINER_BIN = "/opt/tbench/bin/claude"
 RAW_OUTPUT = "claude-code.jsonl"
+PROBE_TIMEOUT_SEC = 10.0
 CREDENTIALS = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN")
 #: Passed through from tbench's environment when set (credentials, endpoint, model and limit tuning).
 PASSTHROUGH = (
@@ -311,6 +314,19 @@ class ClaudeCodeAgent(ModelRunner):
                 field="model",
             )
 
+    def probe(self) -> str | None:
+        """Whether the Anthropic API answers: any HTTP reply below 500 to `GET /v1/models` counts (no tokens
+        are spent); a refused connection, a timeout or a 5xx does not."""
+        url = (self.base_url() or "https://api.anthropic.com").rstrip("/") + "/v1/models"
+        headers = {"anthropic-version": "2023-06-01"}
+        if key := os.environ.get("ANTHROPIC_API_KEY"):
+            headers["x-api-key"] = key
+        try:
+            status = httpx.get(url, headers=headers, timeout=PROBE_TIMEOUT_SEC).status_code
+        except httpx.HTTPError as exc:
+            return f"{url}: {type(exc).__name__}: {exc}"
+        return f"{url}: HTTP {status}" if status >= 500 else None
+
     def environment_needs(self, task: Task) -> AgentNeeds:
         if task.environment.kind == "docker":
             return AgentNeeds(
@@ -338,7 +354,7 @@ class ClaudeCodeAgent(ModelRunner):
     def run_task(self, task: Task, env: Environment, ctx: AgentContext) -> AgentResult:
         deadline = time.monotonic() + ctx.timeout_sec
         redact = Redactor()
-        append = claude_code_append_prompt(ctx.system_prompt_append)
+        append = claude_code_append_prompt(ctx.system_prompt_append, ctx.budget_sec)
         trajectory = TrajectoryRecorder(
             ctx.logs_dir,
             agent=self.name,
@@ -371,7 +387,9 @@ class ClaudeCodeAgent(ModelRunner):
                     if attempt_no <= self.api_retries and time.monotonic() + delay < deadline - 5:
                         time.sleep(delay)
                         continue
-                return total.finish(trajectory, redact, verdict.stop, verdict.mode, verdict.error)
+                return total.finish(
+                    trajectory, redact, verdict.stop, verdict.mode, verdict.error, model_server_down=verdict.retryable
+                )
         raise AssertionError("unreachable: the last attempt always returns")
 
 
@@ -448,6 +466,8 @@ class _Totals:
         stop: StopReason,
         mode: FailureMode | None = None,
         error: str | None = None,
+        *,
+        model_server_down: bool = False,
     ) -> AgentResult:
         error = redact(error) if error else None
         cost = self.cost if self.priced else None
@@ -459,4 +479,5 @@ class _Totals:
             timed_out=stop == "timeout",
             failure_mode=mode,
             error=error,
+            model_server_down=model_server_down,
         )

@@ -25,6 +25,32 @@ You are running unattended as a benchmark agent in a sandbox. Nobody will answer
 yourself, complete the task fully, and check your work before you finish."""
 
 
+def duration_text(sec: float) -> str:
+    """`45s`, `12m 30s`, `2h 05m`: how a person (and a model) reads a time budget."""
+    s = max(0, int(sec))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m {s % 60:02d}s"
+    return f"{s // 3600}h {s % 3600 // 60:02d}m"
+
+
+def budget_section(budget_sec: float | None) -> str:
+    """The agent's wall-clock budget: agents that do not know it lose passing work at the deadline."""
+    if budget_sec is None:
+        return ""
+    return (
+        f"\n\n# Time budget\nYou have {duration_text(budget_sec)} of wall-clock time for this task, all commands "
+        "included. When the time is up you are stopped and only what is on disk is graded: get a working "
+        "solution in place early, then improve it, and never leave the files half-changed for long.\n"
+    )
+
+
+def time_left_note(left_sec: float, budget_sec: float) -> str:
+    """Appended to each turn's tool results so the model sees its clock."""
+    return f"\n[time left: {duration_text(left_sec)} of {duration_text(budget_sec)}]"
+
+
 def lessons_section(append: str | None) -> str:
     """The lessons hook: empty when there are none."""
     if not append or not append.strip():
@@ -32,11 +58,11 @@ def lessons_section(append: str | None) -> str:
     return "\n\n# Lessons from earlier runs\n" + append.strip() + "\n"
 
 
-def tool_agent_system_prompt(workdir: str, append: str | None) -> str:
-    """System prompt of the tool-calling loop (Ollama and other chat-API models)."""
-    return TOOL_AGENT_PROMPT.format(workdir=workdir) + lessons_section(append)
+def tool_agent_system_prompt(workdir: str, append: str | None, budget_sec: float | None = None) -> str:
+    """System prompt of the tool-calling loop (Ollama and other chat-API models); `budget_sec` None: no hint."""
+    return TOOL_AGENT_PROMPT.format(workdir=workdir) + budget_section(budget_sec) + lessons_section(append)
 
 
-def claude_code_append_prompt(append: str | None) -> str:
+def claude_code_append_prompt(append: str | None, budget_sec: float | None = None) -> str:
     """Text for Claude Code's `--append-system-prompt`: its own system prompt stays, ours is added."""
-    return CLAUDE_CODE_APPEND + lessons_section(append)
+    return CLAUDE_CODE_APPEND + budget_section(budget_sec) + lessons_section(append)

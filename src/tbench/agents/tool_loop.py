@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tbench.agents.base import AgentContext, AgentNeeds, AgentResult, ModelRunner, require_confinement
-from tbench.agents.prompts import tool_agent_system_prompt
+from tbench.agents.prompts import time_left_note, tool_agent_system_prompt
 from tbench.agents.tools import Toolbox, clip
 from tbench.agents.trajectory import TrajectoryRecorder
 from tbench.bench.environments.base import Environment
-from tbench.errors import FailureMode, InfraError, UserError
+from tbench.errors import FailureMode, InfraError, ModelServerError, UserError
 from tbench.llm.chat import ChatMessage, ChatReply, ChatTransport, DeadlineExceeded, ToolCall, ToolSpec
 from tbench.llm.text_calls import find_text_tool_calls
 from tbench.models.common import Tokens, utcnow
@@ -42,6 +42,8 @@ KEEP_RECENT_RESULTS = 2
 TRIMMED = "[trimmed]"
 #: From this many identical calls in a row on, each result tells the model it is repeating itself.
 REPEAT_NOTE_AFTER = 3
+#: The circuit breaker's probe chat must answer within this.
+PROBE_DEADLINE_SEC = 60.0
 
 
 def lift_text_calls(msg: ChatMessage, tools: Sequence[ToolSpec]) -> bool:
@@ -149,8 +151,23 @@ class ToolLoopAgent(ModelRunner):
             try:
                 self.transport.preflight()
             except UserError as exc:
-                raise InfraError(str(exc)) from None
+                raise ModelServerError(exc.message) from None
             self._described = True
+
+    def probe(self) -> str | None:
+        """The model is described, then asked one short question: a server that lists its models while its
+        runner crashes on every chat (Ollama's 500 "llama runner process has terminated") is still down."""
+        try:
+            self.transport.preflight()
+            self.transport.chat(
+                [ChatMessage(role="user", content="Reply with the word ok.")], [],
+                deadline=time.monotonic() + PROBE_DEADLINE_SEC,
+            )  # fmt: skip
+        except UserError as exc:
+            return exc.message
+        except Exception as exc:  # a probe reports; it never ends the run
+            return f"{type(exc).__name__}: {exc}"
+        return None
 
     def environment_needs(self, task: Task) -> AgentNeeds:
         return AgentNeeds(allow_unconfined=self.config.unsafe_host_agent)
@@ -174,7 +191,7 @@ class _Episode:
         self.deadline = time.monotonic() + ctx.timeout_sec
         self.tools = Toolbox(env, deadline=self.deadline)
         self.redact = Redactor()
-        system = tool_agent_system_prompt(env.workdir, ctx.system_prompt_append)
+        system = tool_agent_system_prompt(env.workdir, ctx.system_prompt_append, ctx.budget_sec)
         self.messages = [ChatMessage(role="system", content=system), ChatMessage(role="user", content=ctx.instruction)]
         self.raw_path: Path = ctx.logs_dir / agent.raw_output_file
         self.trajectory = TrajectoryRecorder(
@@ -211,9 +228,12 @@ class _Episode:
                 if not reply.message.tool_calls:
                     step.finished_at = utcnow()
                     return self._end("completed")
-                for call in reply.message.tool_calls:
+                calls = reply.message.tool_calls
+                for i, call in enumerate(calls):
                     outcome = self.tools.run(call)
                     text = outcome.text + self._repeat_note(call)
+                    if i == len(calls) - 1 and self.ctx.budget_sec is not None:
+                        text += time_left_note(self.deadline - time.monotonic(), self.ctx.budget_sec)
                     self.messages.append(
                         ChatMessage(role="tool", content=text, tool_name=call.name, tool_call_id=call.id)
                     )
@@ -232,7 +252,8 @@ class _Episode:
         except DeadlineExceeded as exc:
             return self._end("timeout", error=str(exc))
         except InfraError as exc:
-            return self._end("infra_error", FailureMode.INFRA_ERROR, str(exc))
+            down = isinstance(exc, ModelServerError)
+            return self._end("infra_error", FailureMode.INFRA_ERROR, str(exc), model_server_down=down)
 
     def _repeat_note(self, call: ToolCall) -> str:
         """Small models repeat a command whose result cannot change until the turn cap; saying so in the
@@ -275,7 +296,14 @@ class _Episode:
         with self.raw_path.open("a", encoding="utf-8") as fh:
             fh.write(self.redact(json.dumps(line, ensure_ascii=False)) + "\n")
 
-    def _end(self, reason: StopReason, mode: FailureMode | None = None, error: str | None = None) -> AgentResult:
+    def _end(
+        self,
+        reason: StopReason,
+        mode: FailureMode | None = None,
+        error: str | None = None,
+        *,
+        model_server_down: bool = False,
+    ) -> AgentResult:
         error = self.redact(error) if error else None
         self.trajectory.finish(reason, turns=self.turns, tokens=self.tokens, error=error)
         return AgentResult(
@@ -285,4 +313,5 @@ class _Episode:
             timed_out=reason == "timeout",
             failure_mode=mode,
             error=error,
+            model_server_down=model_server_down,
         )

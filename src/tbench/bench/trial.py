@@ -17,7 +17,7 @@ from typing import Protocol
 
 from tbench.bench.environments.base import AgentNeeds, Environment, TrialLabels, ms_since
 from tbench.bench.verifier import Verdict, verify
-from tbench.errors import FailureMode, TrialError
+from tbench.errors import FailureMode, ModelServerError, TrialError
 from tbench.fsutil import tail
 from tbench.models.common import Tokens, utcnow
 from tbench.models.grading import Outcome
@@ -43,6 +43,13 @@ class AgentContext:
     """The trial's `agent/` folder: raw agent output and the trajectory go here."""
     system_prompt_append: str | None = None
     """Extra system-prompt text (lessons): one place, so every agent injects the same way."""
+    budget_hint: bool = True
+    """Tell the agent its time budget (system prompt; the tool loop also each turn's time left)."""
+
+    @property
+    def budget_sec(self) -> float | None:
+        """The budget to tell the agent, or None when it is not to be told."""
+        return self.timeout_sec if self.budget_hint else None
 
 
 @dataclass
@@ -54,6 +61,8 @@ class AgentResult:
     failure_mode: FailureMode | None = None
     """Set when the agent itself failed (`agent_error`) or its model server did (`infra_error`)."""
     error: str | None = None
+    model_server_down: bool = False
+    """The infra error was the model server's (refused, 5xx, stalled): the run's circuit breaker counts it."""
 
 
 class Agent(Protocol):
@@ -123,7 +132,9 @@ def _run_agent(agent: Agent, task: Task, env: Environment, ctx: AgentContext) ->
         return AgentResult(timed_out=True, error=f"agent did not return within {ctx.timeout_sec:g}s")
     outcome = box[0]
     if isinstance(outcome, TrialError):
-        return AgentResult(failure_mode=outcome.mode, error=str(outcome))
+        return AgentResult(
+            failure_mode=outcome.mode, error=str(outcome), model_server_down=isinstance(outcome, ModelServerError)
+        )
     if isinstance(outcome, BaseException):
         if not isinstance(outcome, Exception):
             raise outcome
@@ -159,6 +170,7 @@ def _act_and_verify(
         max_turns=task.max_turns or spec.max_turns,
         logs_dir=spec.trial_dir / AGENT_DIR,
         system_prompt_append=spec.system_prompt_append,
+        budget_hint=spec.budget_hint,
     )
     ctx.logs_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
@@ -227,7 +239,9 @@ def run_trial(spec: TrialSpec, agent: Agent, make_env: EnvMaker, on_phase: Phase
         timings.teardown_ms = ms_since(t0)
     status, mode, message = decide(agent_result, verdict, error)
     log(f"outcome {status} failure_mode={mode}")
-    return _result(spec, started_at, ms_since(t_start), timings, agent_result, verdict, (status, mode, message))
+    result = _result(spec, started_at, ms_since(t_start), timings, agent_result, verdict, (status, mode, message))
+    result.images = env.images
+    return result
 
 
 def _result(
@@ -264,4 +278,5 @@ def _result(
         finished_at=utcnow(),
         trial_dir=spec.trial_dir.relative_to(spec.run_dir).as_posix(),
         lesson_ids=list(spec.lesson_ids),
+        model_server_down=bool(agent and agent.model_server_down and mode is FailureMode.INFRA_ERROR),
     )

@@ -99,6 +99,19 @@ UnsafeHostOpt = Annotated[
 ]
 
 
+BreakerAfterOpt = Annotated[
+    int | None,
+    typer.Option(help="Pause new trials after this many in a row failed by the model server [default: 3]"),
+]
+MaxOutageOpt = Annotated[
+    float | None,
+    typer.Option(help="Stop (resumably, exit 75) when the model server stays down this long (s) [default: 3600]"),
+]
+NoBudgetHintOpt = Annotated[
+    bool, typer.Option("--no-budget-hint", help="Do not tell the agent its time budget in its prompt")
+]
+
+
 def _option(name: str, annotation: Any, default: Any = None) -> inspect.Parameter:
     return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
 
@@ -127,6 +140,9 @@ SHARED_OPTIONS: tuple[inspect.Parameter, ...] = (
     _option("holdout", HoldoutOpt),
     _option("control", ControlOpt, False),
     _option("reflect_budget", ReflectBudgetOpt),
+    _option("breaker_after", BreakerAfterOpt),
+    _option("max_outage", MaxOutageOpt),
+    _option("no_budget_hint", NoBudgetHintOpt, False),
 )
 OVERNIGHT_OPTIONS: tuple[inspect.Parameter, ...] = (
     _option(
@@ -166,6 +182,8 @@ DEBUG_OPTION = _option("debug", DebugOpt, False)
 #: Core field names (UserError.field) whose flag is not `--` + the name with '-' for '_'.
 FIELD_FLAGS = {
     "timeout_sec": "--timeout",
+    "max_outage_sec": "--max-outage",
+    "budget_hint": "--no-budget-hint",
     "retry_backoff_sec": "--retry-backoff",
     "holdout_fraction": "--holdout",
     "lesson_id": "LESSON_ID",
@@ -242,7 +260,8 @@ def _open_run(settings: dict[str, Any], resume: Path | None, **defaults: Any) ->
             "model": DEFAULT_MODEL,
             "timeout_sec": 3600.0,
             **defaults,
-            **{("timeout_sec" if k == "timeout" else k): v for k, v in given.items()},
+            **{_OPTION_FIELDS.get(k, k): v for k, v in given.items() if k != "no_budget_hint"},
+            "budget_hint": not given.get("no_budget_hint"),
             "tasks": tuple(given.get("tasks") or ()),
         }
     )
@@ -252,6 +271,9 @@ def _open_run(settings: dict[str, Any], resume: Path | None, **defaults: Any) ->
         f"model {run.config.model} → {run.dir}"
     )
     return run
+
+
+_OPTION_FIELDS = {"timeout": "timeout_sec", "max_outage": "max_outage_sec"}
 
 
 def _resume_hint(run: Run) -> str:
@@ -279,10 +301,13 @@ def iterate(**options: Any) -> None:
     resume = options.pop("resume")
     run = _open_run(_settings(options), resume)
     try:
-        run.execute()
+        state = run.execute()
     except KeyboardInterrupt:
         err_console.print(f"interrupted; state saved. {_resume_hint(run)}", markup=False, soft_wrap=True)
         raise typer.Exit(130) from None
+    if state.status != "completed":
+        err_console.print(f"stopped: {run.stop.reason}; state saved. {_resume_hint(run)}", markup=False, soft_wrap=True)
+        raise typer.Exit(run.stop.exit_code)
     _done(run)
 
 

@@ -2,7 +2,8 @@
 
 The loop (`agents/tool_loop.py`) speaks only these types; a transport (`llm/ollama.py`,
 `llm/openai_compat.py`) maps them to its requests, retries what is worth retrying, and raises
-`InfraError` when the server stays broken — so adding a protocol never means copying the loop.
+`ModelServerError` (an `InfraError`) when the server stays broken — so adding a protocol never means copying
+the loop.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
-from tbench.errors import InfraError
+from tbench.errors import ModelServerError
 from tbench.models.common import Tokens
 
 R = TypeVar("R")
@@ -79,10 +80,10 @@ def call_with_retries(once: Callable[[], R], *, retries: int, backoff_sec: float
             return once()
         except RetryableError as exc:
             if attempt >= retries:
-                raise InfraError(f"{who} failed after {attempt + 1} attempt(s): {exc}") from None
+                raise ModelServerError(f"{who} failed after {attempt + 1} attempt(s): {exc}") from None
             delay = backoff_sec * 2**attempt
             if time.monotonic() + delay >= deadline:
-                raise InfraError(f"{who} failed and the task's time ran out before a retry: {exc}") from None
+                raise ModelServerError(f"{who} failed and the task's time ran out before a retry: {exc}") from None
             time.sleep(delay)
             attempt += 1
 

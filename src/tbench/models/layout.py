@@ -3,9 +3,10 @@ derived here, so no other module spells a file name.
 
 ```
 results/<run>/config.json state.json summary.json report.md report.html STOP workers/
-results/<run>/iterations/NNN/results.json delta.json reflection.json
-results/<run>/iterations/NNN/<task>/result.json agent/trajectory.json verifier/test-output.txt …
-results/<run>/iterations/NNN/_retries/<task>.N  _interrupted/<task>.N   (earlier attempts, kept for inspection)
+results/<run>/iterations/NNN/results.json delta.json reflection.json trials.html
+results/<run>/iterations/NNN/<task>/result.json trajectory.html agent/trajectory.json verifier/test-output.txt …
+results/<run>/iterations/NNN/_retries/<task>.N  _interrupted/<task>.N  _outage/<task>.N
+                                                                            (earlier attempts, kept for inspection)
 <project-root>/.openagents/gym/episodes.jsonl baseline.json
 <project-root>/.openagents/memory/lessons.json archive.jsonl
 ```
@@ -28,6 +29,8 @@ STOP_FILE = "STOP"
 WORKERS_DIR = "workers"
 RETRIES_DIR = "_retries"
 INTERRUPTED_DIR = "_interrupted"
+OUTAGE_DIR = "_outage"
+"""Attempts failed by the model server, set aside and re-run without spending a retry."""
 RESULTS_FILE = "results.json"
 DELTA_FILE = "delta.json"
 REFLECTION_FILE = "reflection.json"
@@ -40,6 +43,10 @@ TEST_OUTPUT_FILE = "test-output.txt"
 JOB_FILE = "worker-job.json"
 HEARTBEAT_FILE = "heartbeat.json"
 OUTCOME_FILE = "worker-result.json"
+TRAJECTORY_PAGE = "trajectory.html"
+"""A trial's readable trajectory, written when the trial commits; linked from report.html's grid."""
+TRIALS_PAGE = "trials.html"
+"""An iteration's table of trials with links to their files (kept out of report.html so it stays small)."""
 
 GYM_DIR = Path(".openagents") / "gym"
 MEMORY_DIR = Path(".openagents") / "memory"
@@ -78,6 +85,10 @@ class TrialPaths:
         return self.dir / VERIFIER_DIR / TEST_OUTPUT_FILE
 
     @property
+    def page(self) -> Path:
+        return self.dir / TRAJECTORY_PAGE
+
+    @property
     def job(self) -> Path:
         return self.dir / JOB_FILE
 
@@ -105,6 +116,10 @@ class IterationPaths:
     @property
     def reflection(self) -> Path:
         return self.dir / REFLECTION_FILE
+
+    @property
+    def trials_page(self) -> Path:
+        return self.dir / TRIALS_PAGE
 
     def trial(self, task_id: str) -> TrialPaths:
         """The task's trial folder; its name is made safe and proved to stay inside the iteration folder."""

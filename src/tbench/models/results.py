@@ -34,6 +34,28 @@ class PhaseTimings(BaseModel):
     teardown_ms: int | None = None
 
 
+class ImageRecord(BaseModel):
+    """An image a trial ran in, so its result can be reproduced ("which image was that?")."""
+
+    name: str
+    """The tag or reference the container was started from."""
+    id: str
+    """The image's content digest (`sha256:…`): the engine's image id."""
+    repo_digest: str | None = None
+    """The registry digest (`name@sha256:…`), where the image came from or went to a registry."""
+    base: str | None = None
+    """The Dockerfile's final `FROM` image (None for a prebuilt image)."""
+    base_id: str | None = None
+    """That base image's content digest, as the engine had it when the image was built or reused."""
+
+
+class TrialImages(BaseModel):
+    """The main container's image and, for multi-container tasks, each service's."""
+
+    main: ImageRecord
+    services: dict[str, ImageRecord] = Field(default_factory=dict)
+
+
 class TrialResult(Versioned):
     """One task run once: the seed's `TerminalBenchResult` fields plus what a trial really needs."""
 
@@ -68,6 +90,11 @@ class TrialResult(Versioned):
     """Relative to the run folder."""
     lesson_ids: list[str] = Field(default_factory=list)
     """The Archivist's lessons this trial was shown (credited by its outcome)."""
+    images: TrialImages | None = None
+    """The images the trial ran in (container tasks; None on a host workspace or before the build)."""
+    model_server_down: bool = False
+    """An infra error of the agent's model server (refused, 5xx, stalled): counted by the circuit breaker and
+    re-run once the server answers, without spending a retry."""
 
     @property
     def is_graded(self) -> bool:

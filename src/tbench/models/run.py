@@ -48,6 +48,12 @@ class RunConfig(Versioned):
     retry_backoff_sec: float = Field(default=5.0, ge=0)
     learning: LearningConfig = Field(default_factory=LearningConfig)
     """--memory / --learn / --reflect-model / --holdout / --control (the Archivist)."""
+    breaker_after: int = Field(default=3, ge=1)
+    """Consecutive trials failed by the model server that pause the run (the circuit breaker)."""
+    max_outage_sec: float = Field(default=3600.0, gt=0)
+    """A pause longer than this stops the run, resumably."""
+    budget_hint: bool = True
+    """The agent is told its wall-clock budget (off: --no-budget-hint)."""
 
 
 TrialStatus = Literal["pending", "running", "done"]
@@ -61,6 +67,24 @@ class TrialState(BaseModel):
     """Attempts set aside after an infra error."""
     outcome: Outcome | None = None
     trial_dir: str | None = None
+    server_reruns: int = 0
+    """Attempts set aside because the model server failed: re-run without spending a retry."""
+
+
+class Outage(BaseModel):
+    """A pause of the run while the model server did not answer (the circuit breaker was open)."""
+
+    model: str
+    cause: str
+    """The failure that opened the breaker (the last trial's error)."""
+    started_at: str
+    ended_at: str | None = None
+    duration_sec: float | None = None
+    ended: Literal["recovered", "max_outage", "stopped"] | None = None
+    """None while the outage lasts."""
+    probes: int = 0
+    attempts_rerun: int = 0
+    """Trial attempts the server failed around the outage, set aside and run again."""
 
 
 class IterationState(BaseModel):
@@ -80,6 +104,8 @@ class RunState(Versioned):
     updated_at: str
     resumes: int = 0
     iterations: list[IterationState]
+    outages: list[Outage] = Field(default_factory=list)
+    """Model-server outages the run waited through (or stopped at)."""
 
     @classmethod
     def new(cls, config: RunConfig) -> RunState:

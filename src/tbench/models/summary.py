@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 from tbench.models.common import Versioned
 from tbench.models.grading import Outcome
 from tbench.models.results import ModelSummary
+from tbench.models.run import Outage
 
 Change = Literal["improved", "regressed", "unchanged"]
 
@@ -133,3 +134,5 @@ class RunSummary(Versioned):
     """Infra and build errors: shown and counted, never graded."""
     learning: LearningSummary | None = None
     """The Archivist's held-out proof (None with memory off)."""
+    outages: list[Outage] = Field(default_factory=list)
+    """Pauses while the model server was down (from state.json)."""

@@ -17,6 +17,25 @@ DEFAULT_AGENT_TIMEOUT_SEC = 3600.0
 DEFAULT_TEST_TIMEOUT_SEC = 600.0
 
 
+class ServiceSpec(Frozen):
+    """A sidecar container of a multi-container task (a database, an HTTP service): started before the main
+    container on the trial's own network, where the main container reaches it by `name`."""
+
+    name: str
+    build_dir: Path | None = None
+    """Build context; None: `image` is used as it is."""
+    dockerfile: str = "Dockerfile"
+    image: str | None = None
+    env: dict[str, str] = Field(default_factory=dict)
+    command: list[str] | None = None
+    """None: the image's own CMD."""
+    entrypoint: list[str] | None = None
+    working_dir: str | None = None
+    healthcheck: str | None = None
+    """A shell command run inside the service until it succeeds, before the main container starts."""
+    healthcheck_timeout_sec: float = 60.0
+
+
 class EnvironmentSpec(Frozen):
     """Where a task runs: a container built from `build_dir` (or `docker_image`), or a host workspace."""
 
@@ -33,6 +52,11 @@ class EnvironmentSpec(Frozen):
     env: dict[str, str] = Field(default_factory=dict)
     workdir: str | None = None
     """Working directory for agent and tests; `None` takes the image's WORKDIR."""
+    main_service: str | None = None
+    """The compose service the agent and tests run in (`main` in TB2/Harbor, `client` in TB1), when the task has
+    a compose file; its name is the main container's host name on the trial's network."""
+    services: list[ServiceSpec] = Field(default_factory=list)
+    """Sidecars from the compose file, in start order (dependencies first)."""
 
 
 class FileCopy(Frozen):

@@ -25,6 +25,8 @@ class TrialSpec(BaseModel):
     default_timeout_sec: float
     max_turns: int | None = None
     system_prompt_append: str | None = None
+    budget_hint: bool = True
+    """Tell the agent its time budget (config.json's `budget_hint`)."""
     lesson_ids: tuple[str, ...] = ()
     """Ids of the lessons in `system_prompt_append`, recorded on the result."""
 

@@ -1,6 +1,7 @@
 """How an iteration's trials get run. An executor sees the run only through `TrialBook` — begin a trial,
-finish it, how long to wait before a retry, clean up after a trial it lost, and whether to stop — so executors
-(one at a time in this process, worker processes, later a cluster) never reach into the run's bookkeeping."""
+finish it, how long to wait before a retry or before any trial (the model-server circuit breaker), clean up
+after a trial it lost, and whether to stop — so executors (one at a time in this process, worker processes,
+later a cluster) never reach into the run's bookkeeping."""
 
 from __future__ import annotations
 
@@ -16,6 +17,9 @@ from tbench.bench.trial import run_trial
 from tbench.models.results import TrialResult
 from tbench.models.task import Task
 from tbench.models.trial import TrialSpec, WorkerJob
+
+HOLD_POLL_SEC = 1.0
+"""While the run is held, how often a waiting executor asks again (a stop request is seen this soon)."""
 
 
 @dataclass
@@ -56,6 +60,11 @@ class TrialBook(Protocol):
 
     def retry_delay(self, iteration: int, task: Task) -> float: ...
 
+    def hold(self) -> float:
+        """Seconds to wait before starting any trial: 0 normally; while the model server is down (the circuit
+        breaker is open), until its next probe, which the book runs itself when due."""
+        ...
+
     def worker_job(self, spec: TrialSpec) -> WorkerJob:
         """What a process elsewhere needs to run `spec` (the spec and the model to build the agent from)."""
         ...
@@ -86,6 +95,12 @@ class SequentialExecutor:
     def run_iteration(self, book: TrialBook, iteration: int, tasks: Sequence[Task]) -> None:
         for task in tasks:
             while not book.stop.reason:
+                wait = book.hold()
+                if book.stop.reason:
+                    break  # the model server stayed down past the outage limit
+                if wait > 0:
+                    time.sleep(min(wait, HOLD_POLL_SEC))
+                    continue
                 spec = book.begin_trial(iteration, task)
                 result = run_trial(spec, book.runner(spec), self.envs.create)
                 if book.finish_trial(iteration, task, result):

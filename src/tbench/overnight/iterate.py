@@ -25,7 +25,7 @@ from tbench.errors import UserError
 from tbench.fsutil import SAFE_ID, atomic_write_model
 from tbench.models.common import read_model, utcnow
 from tbench.models.grading import rate_text, retries_allowed
-from tbench.models.layout import INTERRUPTED_DIR, RETRIES_DIR, ProjectLayout, RunLayout
+from tbench.models.layout import INTERRUPTED_DIR, OUTAGE_DIR, RETRIES_DIR, ProjectLayout, RunLayout
 from tbench.models.lessons import LearningConfig
 from tbench.models.model_settings import ModelSettings
 from tbench.models.results import Summary, TerminalBenchResults, TrialResult, base_id, is_control
@@ -33,11 +33,17 @@ from tbench.models.run import IterationState, RunConfig, RunState, load_run
 from tbench.models.summary import IterationDelta
 from tbench.models.task import Task
 from tbench.models.trial import TrialSpec, WorkerJob
+from tbench.overnight.breaker import MAX_SERVER_RERUNS, CircuitBreaker, close_stale
 from tbench.overnight.executor import Executor, SequentialExecutor, StopControl
+from tbench.report.pages import write_trajectory_page
 from tbench.report.run_report import write_reports
 from tbench.stats.summaries import compute_delta, delta_baseline, episode_of, summarize_run
 
 Notify = Callable[[str], None]
+
+OUTAGE_EXIT = 75
+"""Exit status of a run stopped because its model server stayed down past the limit (EX_TEMPFAIL: resume it
+once the server is back)."""
 
 
 @dataclass(frozen=True)
@@ -59,6 +65,9 @@ class IterateOptions:
     """Endpoints, model options, --claude-validation-rate, --seed, --unsafe-host-agent."""
     learning: LearningConfig = field(default_factory=LearningConfig)
     """--memory, --reflect-model, --holdout, --control; the held-out split is drawn in `Run.create`."""
+    breaker_after: int = 3
+    max_outage_sec: float = 3600.0
+    budget_hint: bool = True
 
 
 def new_run_id() -> str:
@@ -106,6 +115,16 @@ class Run:
         for it in state.iterations:
             if it.status != "done":
                 self._committed[it.iteration] = self._read_committed(it)
+        self.breaker = CircuitBreaker(
+            after=config.breaker_after,
+            max_outage_sec=config.max_outage_sec,
+            first_probe_sec=config.retry_backoff_sec,
+            probe=lambda label: self.models.runner(label).probe(),
+            notify=notify,
+            outages=state.outages,
+        )
+        self._server_reruns: set[tuple[int, str]] = set()
+        """Trials set aside for a model-server failure: they start again without a retry's backoff."""
 
     # ------------------------------------------------------------------ set-up
 
@@ -120,6 +139,10 @@ class Run:
             raise UserError(f"must be at least 1 or 'auto' (got {opts.workers})", field="workers")
         if opts.max_retries < 0:
             raise UserError(f"must be 0 or more (got {opts.max_retries})", field="max_retries")
+        if opts.breaker_after < 1:
+            raise UserError(f"must be at least 1 (got {opts.breaker_after})", field="breaker_after")
+        if opts.max_outage_sec <= 0:
+            raise UserError(f"must be positive (got {opts.max_outage_sec:g})", field="max_outage_sec")
         if opts.max_turns is not None and opts.max_turns < 1:
             raise UserError(f"must be at least 1 (got {opts.max_turns})", field="max_turns")
         run_id = opts.run_id or new_run_id()
@@ -164,6 +187,9 @@ class Run:
             max_retries=opts.max_retries,
             retry_backoff_sec=opts.retry_backoff_sec,
             learning=learning,
+            breaker_after=opts.breaker_after,
+            max_outage_sec=opts.max_outage_sec,
+            budget_hint=opts.budget_hint,
         )
         layout = RunLayout(output.resolve())
         layout.dir.mkdir(parents=True, exist_ok=True)
@@ -192,6 +218,7 @@ class Run:
         if layout.stop_file.exists():
             layout.stop_file.unlink()
             notify(f"removed {layout.stop_file} left by the previous stop")
+        close_stale(state.outages, state.updated_at)
         state.resumes += 1
         state.status = "running"
         state.save(layout.dir)
@@ -219,6 +246,7 @@ class Run:
             self.state.status = "interrupted"
             raise
         finally:
+            self.breaker.close_open()
             self.state.save(self.dir)
             self.write_summary()
         return self.state
@@ -299,15 +327,28 @@ class Run:
             default_timeout_sec=self.config.timeout_sec,
             max_turns=self.config.max_turns,
             system_prompt_append=lessons.text,
+            budget_hint=self.config.budget_hint,
             lesson_ids=tuple(lessons.ids),
         )
 
     def finish_trial(self, iteration: int, task: Task, result: TrialResult) -> bool:
-        """Commit `result`, or — for an ungraded failure the grading policy retries, with retries left — set the
-        attempt aside under `_retries/` and leave the trial pending. Returns True when committed."""
+        """Commit `result`, or set the attempt aside and leave the trial pending: under `_outage/` when the
+        model server failed it (re-run without spending a retry; the circuit breaker counts it), under
+        `_retries/` for an ungraded failure the grading policy retries, with retries left. True when committed."""
         it = self._iterations[iteration]
         ts = it.trials[task.id]
         paths = self.layout.trial(iteration, task.id)
+        self.breaker.record(result)
+        if result.model_server_down and ts.server_reruns < MAX_SERVER_RERUNS:
+            ts.server_reruns += 1
+            if paths.dir.exists():
+                self._move_aside(iteration, task.id, OUTAGE_DIR, ts.server_reruns)
+            ts.status = "pending"
+            self._server_reruns.add((iteration, task.id))
+            self.state.save(self.dir)
+            self.notify(f"  {task.id}: model server failed, re-run when it answers: {result.error_message}")
+            return False
+        self._server_reruns.discard((iteration, task.id))
         allowed = retries_allowed(result.failure_mode, self.config.max_retries)
         if ts.retries < allowed:
             ts.retries += 1
@@ -320,6 +361,7 @@ class Run:
             return False
         result.attempts, result.retries = ts.attempts, ts.retries
         atomic_write_model(paths.result, result)  # the commit marker
+        self._write_page(result)
         self._committed.setdefault(iteration, {})[task.id] = result
         ts.status, ts.outcome = "done", result.status
         self.state.save(self.dir)
@@ -329,10 +371,39 @@ class Run:
         self.notify(f"  {task.id}: {result.status}{extra} ({result.duration_ms / 1000:.1f}s)")
         return True
 
+    def _write_page(self, result: TrialResult) -> None:
+        """The trial's readable page, once, at its commit; a failure here is noted, never fatal."""
+        try:
+            write_trajectory_page(self.dir, result)
+        except Exception as exc:  # a report bug must not end an overnight run
+            self.notify(f"  {result.task_id}: trajectory page not written: {type(exc).__name__}: {exc}")
+
     def retry_delay(self, iteration: int, task: Task) -> float:
-        """Exponential backoff for the next attempt of a retried trial, capped at 60 s."""
+        """Exponential backoff for the next attempt of a retried trial, capped at 60 s; none for a trial the
+        model server failed (`hold` keeps it waiting while the server is down)."""
+        if (iteration, task.id) in self._server_reruns:
+            return 0.0
         n = self._iterations[iteration].trials[task.id].retries
         return 0.0 if n == 0 else min(60.0, self.config.retry_backoff_sec * 2 ** (n - 1))
+
+    def hold(self) -> float:
+        """Seconds before another trial may start: 0, or — while the model server is down — until the
+        breaker's next probe (run here, when due). Past `max_outage_sec` the run is stopped, resumably."""
+        if not self.breaker.is_open:
+            return 0.0
+        outage = self.state.outages[-1]
+        probes = outage.probes
+        wait = self.breaker.hold()
+        if wait < 0:
+            self._stop.request(
+                f"the model server of {outage.model} stayed down for {outage.duration_sec:g}s, past "
+                f"max_outage_sec={self.config.max_outage_sec:g}; resume once it answers",
+                exit_code=OUTAGE_EXIT,
+            )
+            wait = 0.0
+        if outage.probes != probes:
+            self.state.save(self.dir)  # each probe (and the end of the outage) is in state.json
+        return wait
 
     def worker_job(self, spec: TrialSpec) -> WorkerJob:
         return WorkerJob(spec=spec, model=model_config_for(spec.model_label, self.config.model_settings))
@@ -425,6 +496,7 @@ class Run:
             planned=self.config.iterations,
             iterations=iterations,
         )
+        summary = summary.model_copy(update={"outages": list(self.state.outages)})
         summary.learning = learning_proof(self.dir, self.config, iterations)
         atomic_write_model(self.layout.summary, summary)
         deltas = [self._deltas[r.iteration] for r in iterations if r.iteration in self._deltas]

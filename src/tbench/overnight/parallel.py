@@ -161,7 +161,8 @@ class ParallelExecutor:
     def _launch(
         self, book: TrialBook, iteration: int, queue: deque[tuple[Task, float]], running: dict[str, Slot]
     ) -> None:
-        while queue and not book.stop.reason and len(running) < self.capacity():
+        self.progress.held = book.hold() > 0 if queue else False
+        while queue and not book.stop.reason and len(running) < self.capacity() and not self.progress.held:
             now = time.time()
             index = next((i for i, (_, not_before) in enumerate(queue) if not_before <= now), None)
             if index is None:

@@ -26,6 +26,8 @@ class Progress:
         self.passed = 0
         self.graded = 0
         self.durations: list[float] = []
+        self.held = False
+        """No trial starts: the model server is down (the circuit breaker is open)."""
         self.t0 = time.monotonic()
 
     def start_iteration(self, iteration: int, total: int, n_trials: int) -> None:
@@ -69,4 +71,5 @@ class Progress:
             f"iteration {self.iteration}/{self.total_iterations} · done {self.done}/{self.in_iteration} · "
             f"running {self.running} · queued {self.queued} · pass rate so far {rate} · "
             f"workers {self.workers_label} · ETA {eta_text}"
+            + (" · PAUSED: model server down, probing" if self.held else "")
         )

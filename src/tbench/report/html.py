@@ -6,6 +6,7 @@ statistic, it only lays out what `run_report.build_report` measured.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from functools import cache
 
@@ -16,7 +17,11 @@ from markupsafe import Markup, escape
 from plotly.colors import qualitative
 from plotly.offline import get_plotlyjs
 
+from tbench.fsutil import atomic_write_text
 from tbench.models.grading import rate_text
+from tbench.models.layout import IterationPaths
+from tbench.report.markdown import outage_text
+from tbench.report.pages import trials_page
 from tbench.report.view import Report, TrialView
 from tbench.stats.inference import IterationStat
 
@@ -39,6 +44,7 @@ def _env() -> Environment:
     env.filters["money"] = lambda x, digits=4: "—" if x is None else f"${x:.{digits}f}"
     env.filters["num"] = lambda x: "—" if x is None else f"{x:,.0f}"
     env.filters["code"] = _code
+    env.filters["outage"] = outage_text
     return env
 
 
@@ -175,7 +181,8 @@ def _grid_rows(report: Report) -> Markup:
         cells = "".join(
             "<td>"
             + "".join(
-                f'<a class="m {v.cell}" href="{escape(v.log)}" title="{escape(v.title)}">{v.mark}</a>' for v in cell
+                f'<a class="m {v.cell}" href="{escape(v.page or v.log)}" title="{escape(v.title)}">{v.mark}</a>'
+                for v in cell
             )
             + "</td>"
             for cell in row.cells
@@ -192,10 +199,15 @@ def _trial_rows(views: list[TrialView], mixed: bool) -> Markup:
     """One iteration's rows of the Trials table, with links to each trial's files (built here for speed too)."""
     out = []
     for v in views:
-        links = [f'<a href="{escape(v.log)}">log</a>']
-        links += [
+        links = [
             f'<a href="{escape(href)}">{name}</a>'
-            for name, href in (("tests", v.tests), ("trajectory", v.trajectory), ("agent/", v.agent))
+            for name, href in (
+                ("page", v.page),
+                ("log", v.log),
+                ("tests", v.tests),
+                ("trajectory.json", v.trajectory),
+                ("agent/", v.agent),
+            )
             if href
         ]
         model = f"<td>{escape(v.model)}</td>" if mixed else ""
@@ -206,6 +218,22 @@ def _trial_rows(views: list[TrialView], mixed: bool) -> Markup:
             f'<td class="r">{v.tokens:,}</td><td class="r">{cost}</td><td>{" · ".join(links)}</td></tr>'
         )
     return Markup("\n".join(out))
+
+
+def write_trials_pages(report: Report) -> None:
+    """Each iteration's table of trials, as its own page (`iterations/NNN/trials.html`): rewritten only where
+    the iteration's results.json is newer, so a long run does not rewrite every page after each iteration."""
+    for i, views in report.trials_by_iteration.items():
+        paths = IterationPaths(report.run_dir / "iterations" / f"{i:03d}")
+        with contextlib.suppress(OSError):
+            if paths.trials_page.stat().st_mtime >= paths.results.stat().st_mtime:
+                continue
+        stat = next((it for it in report.stats.iterations if it.iteration == i), None)
+        line = "" if stat is None else f"{stat.rate.passed}/{stat.rate.graded} passed ({rate_text(stat.rate.rate)})"
+        if stat is not None and stat.rate.infra_errors:
+            line += f", {stat.rate.infra_errors} not graded"
+        page = trials_page(report.config.run_id, i, line, _trial_rows(views, report.mixed), report.mixed)
+        atomic_write_text(paths.trials_page, page)
 
 
 def render_html(report: Report) -> str:
@@ -228,6 +256,5 @@ def render_html(report: Report) -> str:
             headline_kind=kind,
             headline=sentence,
             grid_rows=_grid_rows(report),
-            trial_rows={i: _trial_rows(views, report.mixed) for i, views in report.trials_by_iteration.items()},
         )
     )

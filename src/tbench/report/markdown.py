@@ -3,9 +3,36 @@
 from __future__ import annotations
 
 from tbench.models.grading import NO_GRADED_TRIAL, rate_text
+from tbench.models.run import Outage
 from tbench.models.summary import IterationDelta, RunSummary
 
 _MARK = {"pass": "✓", "fail": "✗", "timeout": "⏱", "error": "!"}
+
+
+def outage_text(o: Outage) -> str:
+    """One outage as both reports print it."""
+    length = "still down" if o.duration_sec is None else f"{o.duration_sec:.1f}s"
+    how = {"recovered": "server answered again", "max_outage": "run stopped: past the outage limit",
+           "stopped": "run stopped during it", None: "ongoing"}[o.ended]  # fmt: skip
+    return (
+        f"{o.started_at} for {length} ({how}); model {o.model}; {o.probes} probe(s); "
+        f"{o.attempts_rerun} failed attempt(s) re-run — cause: {o.cause}"
+    )
+
+
+def outage_lines(summary: RunSummary) -> list[str]:
+    if not summary.outages:
+        return []
+    total = sum(o.duration_sec or 0.0 for o in summary.outages)
+    out = [
+        "## Model-server outages",
+        "",
+        f"The run paused {len(summary.outages)} time(s), {total:.1f}s in all: no trial started while the model "
+        "server was down; the trials it failed were re-run, not counted.",
+        "",
+    ]
+    out += [f"- {outage_text(o)}" for o in summary.outages]
+    return [*out, ""]
 
 
 def render_markdown(summary: RunSummary, deltas: list[IterationDelta]) -> str:
@@ -29,6 +56,7 @@ def render_markdown(summary: RunSummary, deltas: list[IterationDelta]) -> str:
         f"tokens: {s.total_tokens}; cost: ${s.total_cost_usd:.4f}",
         "",
     ]
+    out += outage_lines(summary)
     out += [
         "## Iterations",
         "",

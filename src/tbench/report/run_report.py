@@ -23,6 +23,7 @@ from tbench.models.layout import (
     REPORT_MD,
     TEST_OUTPUT_FILE,
     TRAJECTORY_FILE,
+    TRAJECTORY_PAGE,
     VERIFIER_DIR,
 )
 from tbench.models.results import TerminalBenchResults, TrialResult
@@ -30,7 +31,7 @@ from tbench.models.run import RunConfig
 from tbench.models.summary import IterationDelta, RunSummary
 from tbench.report.markdown import render_markdown
 from tbench.report.runs import load_run_folder, resolve_baseline
-from tbench.report.view import MARK, GridRow, Report, TrialView
+from tbench.report.view import MARK, GridRow, ImageLine, Report, TrialView
 from tbench.stats.inference import (
     Interval,
     RunStats,
@@ -60,12 +61,11 @@ def _trial_view(r: TrialResult, run_dir: str) -> TrialView:
         rel = f"{folder}/{rel}"
         return _href(rel) if os.path.exists(f"{run_dir}/{rel}") else None
 
-    title = f"{r.task_id} · iteration {r.iteration} · {r.model}\n{r.status}"
+    # Short: 8,900 of these are in report.html; the error itself is on the trial's page.
+    title = f"{r.task_id} · {r.iteration} · {r.status}"
     if r.failure_mode:
         title += f" [{r.failure_mode}]"
-    title += f" · {r.duration_ms / 1000:.1f}s"
-    if r.error_message:
-        title += "\n" + r.error_message[:300]
+    title += f" · {r.duration_ms / 1000:.0f}s"
     return TrialView(
         iteration=r.iteration,
         task_id=r.task_id,
@@ -78,6 +78,7 @@ def _trial_view(r: TrialResult, run_dir: str) -> TrialView:
         tokens=r.tokens_used,
         cost_usd=r.cost_usd,
         log=_href(f"{folder}/trial.log"),
+        page=link(TRAJECTORY_PAGE),
         tests=link(f"{VERIFIER_DIR}/{TEST_OUTPUT_FILE}"),
         trajectory=link(f"{AGENT_DIR}/{TRAJECTORY_FILE}"),
         agent=link(f"{AGENT_DIR}/"),
@@ -106,6 +107,17 @@ def build_report(
         rows[(v.task_id, v.model)].cells[col[v.iteration]].append(v)
         by_iteration[v.iteration].append(v)
 
+    images: dict[tuple[str, str, str], ImageLine] = {}
+    for r in trials:
+        if r.images is None:
+            continue
+        for service, rec in [("main", r.images.main), *r.images.services.items()]:
+            key = (r.task_id, service, rec.id)
+            if key in images:
+                images[key].trials += 1
+            else:
+                images[key] = ImageLine(r.task_id, service, rec.name, rec.id, rec.base, rec.base_id, 1)
+
     baseline, note = resolve_baseline(Path(config.project_root), run_id=config.run_id, suite_name=config.suite_name)
     vs_baseline = None
     if baseline is not None and trials:
@@ -130,6 +142,7 @@ def build_report(
         vs_baseline=vs_baseline,
         first_last=first_last,
         learning=learning_markdown(summary.learning),
+        images=list(images.values()),
     )
     if report.mixed:
         groups = by_model(trials)
@@ -259,7 +272,27 @@ def _stats_markdown(report: Report) -> list[str]:
                 f"{ms.overall.infra_errors} | {ms.cost.tokens:,} | {_money(ms.cost.cost_usd)} |"
             )
         out += ["", *(f"- {cmp.sentence()}" for cmp in report.model_comparisons)]
+    out += _images_markdown(report)
     out += ["", f"Charts, the full grid and links to every trial's logs: [{REPORT_HTML}]({REPORT_HTML})"]
+    return out
+
+
+def _images_markdown(report: Report) -> list[str]:
+    """Which image each task ran in, so a result can be reproduced."""
+    if not report.images:
+        return []
+    out = [
+        "",
+        "### Images",
+        "",
+        "| task | service | image | id | base | base id | trials |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    out += [
+        f"| {i.task_id} | {i.service} | `{i.name}` | `{i.short(i.id)}` | {f'`{i.base}`' if i.base else '—'} | "
+        f"`{i.short(i.base_id)}` | {i.trials} |"
+        for i in report.images
+    ]
     return out
 
 
@@ -267,8 +300,9 @@ def _stats_markdown(report: Report) -> list[str]:
 
 
 def _write(report: Report) -> None:
-    from tbench.report.html import render_html  # plotly and jinja2 load only when a report is written
+    from tbench.report.html import render_html, write_trials_pages  # plotly and jinja2 load only when needed
 
+    write_trials_pages(report)
     atomic_write_text(report.run_dir / REPORT_MD, render_report_markdown(report))
     atomic_write_text(report.run_dir / REPORT_HTML, render_html(report))
 
@@ -300,8 +334,11 @@ def regenerate(run_dir: Path) -> Report:
         status=run.state.status,
         planned=run.config.iterations,
         iterations=run.iterations,
-    )
+    ).model_copy(update={"outages": run.state.outages})
     summary.learning = learning_proof(run.dir, run.config, run.iterations)
+    from tbench.report.pages import write_missing_pages
+
+    write_missing_pages(run.dir, [r for it in run.iterations for r in it.results])
     report = build_report(run.dir, run.config, summary, run.deltas, run.iterations)
     _write(report)
     return report

@@ -31,9 +31,30 @@ class TrialView:
     tokens: int
     cost_usd: float | None
     log: str
+    page: str | None
+    """The trial's trajectory page, where it was written."""
     tests: str | None
     trajectory: str | None
     agent: str | None
+
+
+@dataclass(slots=True)
+class ImageLine:
+    """One image trials of a task ran in (the main container's or a service's), with its base."""
+
+    task_id: str
+    service: str
+    """`main` for the container the agent and tests ran in, else the compose service's name."""
+    name: str
+    id: str
+    base: str | None
+    base_id: str | None
+    trials: int
+
+    @staticmethod
+    def short(digest: str | None) -> str:
+        """`sha256:0123456789ab` — enough to tell images apart and to find one with `docker image ls`."""
+        return "—" if not digest else digest[:19]
 
 
 @dataclass(slots=True)
@@ -66,6 +87,8 @@ class Report:
     """Only for runs with more than one model."""
     model_iterations: dict[str, list[IterationStat]] = field(default_factory=dict)
     model_comparisons: list[Comparison] = field(default_factory=list)
+    images: list[ImageLine] = field(default_factory=list)
+    """Distinct images per task and service, in task order."""
     learning: list[str] = field(default_factory=list)
     """The Archivist's section (held-out arms and verdict), markdown lines; empty without memory."""
     generated_at: str = field(default_factory=utcnow)

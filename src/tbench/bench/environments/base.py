@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+from tbench.models.results import TrialImages
 from tbench.models.task import FileCopy, Task
 
 
@@ -56,6 +57,8 @@ class Environment(ABC):
         self.trial_dir = trial_dir
         self.workdir = "/"
         self.needs = AgentNeeds()
+        self.images: TrialImages | None = None
+        """Set by `start` where the environment is an image: what the trial ran in."""
 
     def prepare(self, needs: AgentNeeds) -> None:
         """Record what the agent needs; called once, before `start`."""

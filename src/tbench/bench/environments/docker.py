@@ -2,7 +2,9 @@
 
 Images are built once per distinct environment folder (the tag carries a hash of its content) and reused.
 Each trial gets its own labelled container, removed at the end whatever happens; a crashed run's leftovers
-are found by label and removed on resume.
+are found by label and removed on resume. A multi-container task's services (from its compose file) are
+started the same way, through the API, on a labelled per-trial network; no compose binary is used even where
+one is installed. Each trial records the image ids (content digests) it ran in.
 """
 
 from __future__ import annotations
@@ -11,11 +13,12 @@ import contextlib
 import hashlib
 import io
 import os
+import re
 import tarfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +30,14 @@ from filelock import FileLock
 from tbench.bench.environments.base import Environment, ExecResult, OutputHook, OutputSink, TrialLabels, ms_since
 from tbench.errors import BuildError, InfraError, UserError
 from tbench.fsutil import safe_name
-from tbench.models.task import EnvironmentSpec, FileCopy, Task
+from tbench.models.results import ImageRecord, TrialImages
+from tbench.models.task import EnvironmentSpec, FileCopy, ServiceSpec, Task
 
 LABEL_MANAGED = "tbench.managed"
 LABEL_RUN = "tbench.run_id"
 LABEL_TRIAL = "tbench.trial_id"
 LABEL_TASK = "tbench.task_id"
+LABEL_SERVICE = "tbench.service"
 
 # Runs the command in its own session so a timeout can kill the whole process group; writes the group id.
 _WRAP = (
@@ -78,10 +83,45 @@ def content_hash(folder: Path, dockerfile: str) -> str:
     return h.hexdigest()[:16]
 
 
-def image_tag(task: Task) -> str:
-    spec = task.environment
+def image_tag(task: Task, service: ServiceSpec | None = None) -> str:
+    build_dir, dockerfile = _context(task, service)
+    name = safe_name(task.id).lower() + (f"-{safe_name(service.name).lower()}" if service else "")
+    return f"tbench/{name}:{content_hash(build_dir, dockerfile)}"
+
+
+def _context(task: Task, service: ServiceSpec | None) -> tuple[Path, str]:
+    spec = service or task.environment
     assert spec.build_dir is not None
-    return f"tbench/{safe_name(task.id).lower()}:{content_hash(spec.build_dir, spec.dockerfile)}"
+    return spec.build_dir, spec.dockerfile
+
+
+_FROM = re.compile(r"^\s*FROM\s+(?:--\S+\s+)*(\S+)(?:\s+AS\s+(\S+))?", re.IGNORECASE | re.MULTILINE)
+
+
+def final_base(build_dir: Path, dockerfile: str) -> str | None:
+    """The image the Dockerfile's last stage starts FROM (a stage name resolved to that stage's own base)."""
+    try:
+        text = (build_dir / dockerfile).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    stages: dict[str, str] = {}
+    last = None
+    for m in _FROM.finditer(text):
+        last = stages.get(m.group(1).lower(), m.group(1))
+        if m.group(2):
+            stages[m.group(2).lower()] = last
+    return last
+
+
+def image_record(client: docker.DockerClient, name: str, base: str | None) -> ImageRecord:
+    """What a trial ran in: the image's content digest and its base's, as the engine has them now."""
+    image = client.images.get(name)
+    base_id = None
+    if base and base != "scratch":
+        with contextlib.suppress(docker.errors.DockerException):
+            base_id = client.images.get(base).id
+    digests = image.attrs.get("RepoDigests") or []
+    return ImageRecord(name=name, id=image.id, repo_digest=digests[0] if digests else None, base=base, base_id=base_id)
 
 
 def _lock_dir() -> Path:
@@ -90,15 +130,16 @@ def _lock_dir() -> Path:
     return base
 
 
-def build_image(client: docker.DockerClient, task: Task, log_path: Path) -> str:
-    """Build (or reuse) the task's image; a failing Dockerfile is a BuildError, a slow one an InfraError."""
+def build_image(client: docker.DockerClient, task: Task, log_path: Path, service: ServiceSpec | None = None) -> str:
+    """Build (or reuse) the task's image (or one service's); a failing Dockerfile is a BuildError, a slow one
+    an InfraError."""
     spec = task.environment
-    tag = image_tag(task)
+    build_dir, dockerfile = _context(task, service)
+    tag = image_tag(task, service)
     with FileLock(str(_lock_dir() / (safe_name(tag) + ".lock"))):
         with contextlib.suppress(docker.errors.ImageNotFound):
             client.images.get(tag)
             return tag
-        assert spec.build_dir is not None
         deadline = time.monotonic() + spec.build_timeout_sec
         api = docker.APIClient(**docker.utils.kwargs_from_env(), timeout=int(spec.build_timeout_sec) + 5)
         log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -106,8 +147,8 @@ def build_image(client: docker.DockerClient, task: Task, log_path: Path) -> str:
         try:
             with log_path.open("w", encoding="utf-8") as log:
                 stream: Iterator[dict[str, Any]] = api.build(
-                    path=str(spec.build_dir),
-                    dockerfile=spec.dockerfile,
+                    path=str(build_dir),
+                    dockerfile=dockerfile,
                     tag=tag,
                     rm=True,
                     forcerm=True,
@@ -158,12 +199,16 @@ def resolve_image(client: docker.DockerClient, task: Task, log_path: Path) -> st
 
 
 def remove_labelled(client: docker.DockerClient, label: str) -> int:
-    """Remove every container carrying `label` ("key=value"). Returns how many were removed."""
+    """Remove every container carrying `label` ("key=value"), sidecars included, then the trials' networks.
+    Returns how many containers were removed."""
     removed = 0
     for container in client.containers.list(all=True, filters={"label": label}):
         with contextlib.suppress(docker.errors.NotFound):
             container.remove(force=True)
             removed += 1
+    for network in client.networks.list(filters={"label": label}):
+        with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
+            network.remove()
     return removed
 
 
@@ -184,25 +229,43 @@ class DockerEnvironment(Environment):
         super().__init__(task, labels, trial_dir)
         self.client = client
         self.container: Any = None
+        self.sidecars = Sidecars(client, task, self._labels(), self._name)
+
+    def _labels(self) -> dict[str, str]:
+        return {
+            LABEL_MANAGED: "true",
+            LABEL_RUN: self.labels.run_id,
+            LABEL_TRIAL: self.labels.trial_id,
+            LABEL_TASK: self.labels.task_id,
+        }
+
+    def _name(self, part: str = "") -> str:
+        return f"tbench-{safe_name(self.labels.trial_id)[:60]}{part}-{uuid.uuid4().hex[:6]}"
 
     def start(self) -> None:
         spec: EnvironmentSpec = self.task.environment
         tag = resolve_image(self.client, self.task, self.trial_dir / "build.log")
+        main = image_record(self.client, tag, None if spec.docker_image == tag else _base_of(spec))
+        self.images = TrialImages(main=main)
         kwargs: dict[str, Any] = {
             "entrypoint": ["sleep", "infinity"],
             "command": [],
             "detach": True,
             "init": True,  # PID 1 reaps the orphans a killed command leaves
-            "labels": {
-                LABEL_MANAGED: "true",
-                LABEL_RUN: self.labels.run_id,
-                LABEL_TRIAL: self.labels.trial_id,
-                LABEL_TASK: self.labels.task_id,
-            },
+            "labels": self._labels(),
             "environment": dict(spec.env),
-            "name": f"tbench-{safe_name(self.labels.trial_id)[:60]}-{uuid.uuid4().hex[:6]}",
+            "name": self._name(),
         }
-        if self.needs.host_network:  # the agent's model endpoint is on the host's loopback
+        if spec.services:
+            if self.needs.host_network:
+                raise InfraError(
+                    "this agent needs the host's network (its model endpoint is on this host's loopback), "
+                    "which a multi-container task's own network excludes; serve the model on an address the "
+                    "containers can reach"
+                )
+            self.images.services = self.sidecars.start(self.trial_dir / "build.log")
+            kwargs.update(self.sidecars.main_network_kwargs())
+        elif self.needs.host_network:  # the agent's model endpoint is on the host's loopback
             kwargs["network_mode"] = "host"
         elif spec.network_mode == "no-network":
             kwargs["network_mode"] = "none"
@@ -346,8 +409,125 @@ class DockerEnvironment(Environment):
         return True
 
     def stop(self) -> None:
-        if self.container is None:
-            return
+        if self.container is not None:
+            with contextlib.suppress(docker.errors.DockerException):
+                self.container.remove(force=True)
+            self.container = None
+        self.sidecars.stop()
+
+
+def _base_of(spec: EnvironmentSpec | ServiceSpec) -> str | None:
+    return final_base(spec.build_dir, spec.dockerfile) if spec.build_dir is not None else None
+
+
+class Sidecars:
+    """A multi-container task's services: each built (or pulled) and started on the trial's own network,
+    reachable by its service name, healthy before the main container starts; removed with the trial (and,
+    after a kill -9, by label on resume, like the main container)."""
+
+    def __init__(self, client: docker.DockerClient, task: Task, labels: dict[str, str], name: Callable[[str], str]):
+        self.client, self.task, self.labels, self.name = client, task, labels, name
+        self.network: Any = None
+        self.containers: dict[str, Any] = {}
+
+    def start(self, log_path: Path) -> dict[str, ImageRecord]:
+        spec = self.task.environment
+        try:
+            self.network = self.client.networks.create(
+                self.name("-net"), driver="bridge", labels=self.labels, internal=spec.network_mode == "no-network"
+            )
+        except docker.errors.DockerException as exc:
+            raise InfraError(f"cannot create the trial's network: {exc}") from exc
+        images: dict[str, ImageRecord] = {}
+        for service in spec.services:
+            tag = self._image(service, log_path)
+            images[service.name] = image_record(self.client, tag, _base_of(service) if service.build_dir else None)
+            kwargs: dict[str, Any] = {
+                "detach": True,
+                "labels": {**self.labels, LABEL_SERVICE: service.name},
+                "environment": dict(service.env),
+                "name": self.name(f"-{safe_name(service.name)[:20]}"),
+                "network": self.network.name,
+                "hostname": service.name,
+            }
+            if service.command is not None:
+                kwargs["command"] = service.command
+            if service.entrypoint is not None:
+                kwargs["entrypoint"] = service.entrypoint
+            if service.working_dir:
+                kwargs["working_dir"] = service.working_dir
+            try:
+                container = self.client.containers.create(tag, **kwargs)
+                self.containers[service.name] = container
+                self._alias(container, service.name)
+                container.start()
+            except docker.errors.DockerException as exc:
+                raise InfraError(f"cannot start service {service.name!r}: {exc}") from exc
+            self._wait_healthy(service, container)
+        return images
+
+    def _image(self, service: ServiceSpec, log_path: Path) -> str:
+        if service.build_dir is not None:
+            return build_image(self.client, self.task, log_path, service)
+        assert service.image is not None
+        with contextlib.suppress(docker.errors.ImageNotFound):
+            self.client.images.get(service.image)
+            return service.image
+        try:
+            self.client.images.pull(service.image)
+        except docker.errors.APIError as exc:
+            raise InfraError(
+                f"cannot pull {service.image} for service {service.name!r}: {exc.explanation or exc}"
+            ) from exc
+        return service.image
+
+    def _alias(self, container: Any, alias: str) -> None:
+        """The service's name as a DNS alias on the trial's network (where the engine has DNS there)."""
+        assert self.network is not None
         with contextlib.suppress(docker.errors.DockerException):
-            self.container.remove(force=True)
-        self.container = None
+            self.network.disconnect(container)
+        self.network.connect(container, aliases=[alias])
+
+    def _wait_healthy(self, service: ServiceSpec, container: Any) -> None:
+        """Running, and — where the compose file has a healthcheck — passing it, within its time."""
+        deadline = time.monotonic() + service.healthcheck_timeout_sec
+        while True:
+            container.reload()
+            status = container.attrs.get("State", {}).get("Status")
+            if status not in ("running", "created", "configured"):
+                logs = container.logs(tail=20).decode(errors="replace").strip()
+                raise BuildError(f"service {service.name!r} exited ({status}) at start: {logs[-300:]}")
+            if status == "running":
+                if service.healthcheck is None:
+                    return
+                if container.exec_run(["sh", "-c", service.healthcheck]).exit_code == 0:
+                    return
+            if time.monotonic() > deadline:
+                raise InfraError(
+                    f"service {service.name!r} did not become healthy within {service.healthcheck_timeout_sec:g}s"
+                )
+            time.sleep(0.5)
+
+    def main_network_kwargs(self) -> dict[str, Any]:
+        """The main container joins the trial's network under its service name, and gets every service's
+        address in /etc/hosts too, so names resolve even where the engine's network has no DNS."""
+        assert self.network is not None
+        hosts = {}
+        for name, container in self.containers.items():
+            container.reload()
+            nets = container.attrs.get("NetworkSettings", {}).get("Networks", {})
+            ip = (nets.get(self.network.name) or {}).get("IPAddress")
+            if ip:
+                hosts[name] = ip
+        main = self.task.environment.main_service or "main"
+        return {"network": self.network.name, "hostname": main, "extra_hosts": hosts}
+
+    def stop(self) -> None:
+        for container in reversed(list(self.containers.values())):
+            with contextlib.suppress(docker.errors.DockerException):
+                container.remove(force=True)
+        self.containers.clear()
+        if self.network is not None:
+            with contextlib.suppress(docker.errors.DockerException):
+                self.network.remove()
+            self.network = None

@@ -1,5 +1,5 @@
-"""Terminal-Bench 1 task folders: `task.yaml`, `Dockerfile` / `docker-compose.yaml`, `solution.sh`,
-`run-tests.sh`, `tests/`. Scored by parsing pytest output the way `tb` does."""
+"""Terminal-Bench 1 task folders: `task.yaml`, `Dockerfile` / `docker-compose.yaml` (service `client` plus any
+sidecars), `solution.sh`, `run-tests.sh`, `tests/`. Scored by parsing pytest output the way `tb` does."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from tbench.bench.formats._common import check_task_id, read_structured, validate
+from tbench.bench.formats.compose import find_compose, load_compose
 from tbench.errors import UserError
-from tbench.models.task import EnvironmentSpec, FileCopy, SolutionSpec, Task, VerifierSpec
+from tbench.models.task import EnvironmentSpec, FileCopy, ServiceSpec, SolutionSpec, Task, VerifierSpec
 
 
 class TaskYaml(BaseModel):
@@ -29,31 +30,20 @@ def is_tb1_task(folder: Path) -> bool:
     return (folder / "task.yaml").is_file()
 
 
-def _check_compose(folder: Path) -> None:
-    for name in ("docker-compose.yaml", "docker-compose.yml"):
-        path = folder / name
-        if not path.is_file():
-            continue
-        data = read_structured(path)
-        services = (data or {}).get("services") if isinstance(data, dict) else None
-        if not isinstance(services, dict) or "client" not in services:
-            raise UserError("needs a 'client' service", path=path, field="services")
-        extra = sorted(set(services) - {"client"})
-        if extra:
-            raise UserError(
-                f"needs services besides 'client' ({', '.join(extra)}); multi-container tasks are not "
-                "supported — remove this task with --tasks or run it with tb",
-                path=path,
-                field="services",
-            )
-
-
 def load_tb1_task(folder: Path) -> Task:
     yaml_path = folder / "task.yaml"
     cfg = validate(TaskYaml, read_structured(yaml_path), yaml_path)
-    _check_compose(folder)
-    if not (folder / "Dockerfile").is_file():
-        raise UserError("missing Dockerfile", path=folder)
+    build_dir, dockerfile, main_service = folder, "Dockerfile", None
+    services: list[ServiceSpec] = []
+    env: dict[str, str] = {}
+    compose = find_compose(folder)
+    if compose is not None:
+        main, services = load_compose(compose, ("client",))
+        main_service, env = main.name, main.env
+        if main.build_dir is not None:
+            build_dir, dockerfile = main.build_dir, main.dockerfile
+    if not (build_dir / dockerfile).is_file():
+        raise UserError(f"missing {dockerfile}", path=build_dir)
     if not (folder / "run-tests.sh").is_file():
         raise UserError("missing run-tests.sh; the verdict comes from the task's own tests", path=folder)
     copies = [FileCopy(src=folder / "run-tests.sh", dest="/tests/run-tests.sh")]
@@ -70,7 +60,14 @@ def load_tb1_task(folder: Path) -> Task:
         category=cfg.category,
         tags=list(cfg.tags),
         agent_timeout_sec=cfg.max_agent_timeout_sec,
-        environment=EnvironmentSpec(kind="docker", build_dir=folder),
+        environment=EnvironmentSpec(
+            kind="docker",
+            build_dir=build_dir,
+            dockerfile=dockerfile,
+            env=env,
+            main_service=main_service,
+            services=services,
+        ),
         verifier=VerifierSpec(
             kind="pytest",
             timeout_sec=cfg.max_test_timeout_sec,

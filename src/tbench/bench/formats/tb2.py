@@ -14,8 +14,9 @@ from tbench.bench.formats._common import (
     read_structured,
     validate,
 )
+from tbench.bench.formats.compose import find_compose, load_compose
 from tbench.errors import UserError
-from tbench.models.task import EnvironmentSpec, FileCopy, SolutionSpec, Task, VerifierSpec
+from tbench.models.task import EnvironmentSpec, FileCopy, ServiceSpec, SolutionSpec, Task, VerifierSpec
 
 REWARD_DIR = "/logs/verifier"
 
@@ -80,9 +81,18 @@ def load_tb2_task(folder: Path, *, task_id: str | None = None, name: str | None 
     cfg = validate(TaskToml, read_structured(toml_path), toml_path)
     env = cfg.environment
     env_dir = folder / "environment"
-    if not (env_dir / "Dockerfile").is_file() and not env.docker_image:
-        if (env_dir / "docker-compose.yaml").is_file():
-            raise UserError("compose-based environments are not supported; give a Dockerfile", path=env_dir)
+    build_dir: Path | None = env_dir if (env_dir / "Dockerfile").is_file() else None
+    dockerfile, main_service = "Dockerfile", None
+    services: list[ServiceSpec] = []
+    compose = find_compose(env_dir)
+    extra_env: dict[str, str] = {}
+    workdir = env.workdir
+    if compose is not None:
+        main, services = load_compose(compose, ("main",))
+        main_service, extra_env, workdir = main.name, main.env, env.workdir or main.working_dir
+        if main.build_dir is not None:
+            build_dir, dockerfile = main.build_dir, main.dockerfile
+    if build_dir is None and not env.docker_image:
         raise UserError("missing environment/Dockerfile (and no [environment] docker_image)", path=folder)
     test_sh = folder / "tests" / "test.sh"
     if not test_sh.is_file():
@@ -104,14 +114,17 @@ def load_tb2_task(folder: Path, *, task_id: str | None = None, name: str | None 
         agent_timeout_sec=cfg.agent.timeout_sec,
         environment=EnvironmentSpec(
             kind="docker",
-            build_dir=env_dir if (env_dir / "Dockerfile").is_file() else None,
+            build_dir=build_dir,
+            dockerfile=dockerfile,
             docker_image=env.docker_image,
             build_timeout_sec=env.build_timeout_sec,
             cpus=env.cpus,
             memory_mb=env.memory_mb or parse_memory_mb(env.memory, toml_path, "environment.memory"),
             network_mode=network,
-            env=dict(env.env),
-            workdir=env.workdir,
+            env={**extra_env, **env.env},
+            workdir=workdir,
+            main_service=main_service,
+            services=services,
         ),
         verifier=VerifierSpec(
             kind="reward_file",
