@@ -36,6 +36,8 @@ from tbench.report.run_report import write_reports
 from tbench.stats.summaries import compute_delta, delta_baseline, episode_of, summarize_run
 
 Notify = Callable[[str], None]
+Preflight = Callable[[list[Task]], None]
+"""An executor's own check of where trials will run (a cluster's nodes); replaces the local engine check."""
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,8 @@ class IterateOptions:
     project_root: Path | None = None
     runner: Literal["iterate", "overnight"] = "iterate"
     workers: int | Literal["auto"] = 1
+    executor: Literal["local", "ray"] = "local"
+    ray_address: str | None = None
     max_retries: int = 0
     retry_backoff_sec: float = 5.0
     models: ModelSettings = field(default_factory=ModelSettings)
@@ -107,7 +111,7 @@ class Run:
     # ------------------------------------------------------------------ set-up
 
     @classmethod
-    def create(cls, opts: IterateOptions, notify: Notify) -> Run:
+    def create(cls, opts: IterateOptions, notify: Notify, preflight: Preflight | None = None) -> Run:
         """Validate everything first; only then make the run folder, so bad input writes nothing."""
         if opts.iterations < 1:
             raise UserError(f"must be at least 1 (got {opts.iterations})", field="iterations")
@@ -131,7 +135,7 @@ class Run:
                 path=output,
             )
         envs = EnvironmentFactory()
-        envs.preflight(suite.tasks)
+        (preflight or envs.preflight)(suite.tasks)
         models.preflight(suite.tasks)
         project_root = (opts.project_root or Path.cwd()).resolve()
         learning = opts.learning.model_copy(
@@ -158,6 +162,8 @@ class Run:
             project_root=str(project_root),
             runner=opts.runner,
             workers=opts.workers,
+            executor=opts.executor,
+            ray_address=opts.ray_address,
             max_retries=opts.max_retries,
             retry_backoff_sec=opts.retry_backoff_sec,
             learning=learning,
@@ -170,7 +176,7 @@ class Run:
         return cls(layout, config, state, tasks, models, envs, notify)
 
     @classmethod
-    def resume(cls, state_path: Path, notify: Notify) -> Run:
+    def resume(cls, state_path: Path, notify: Notify, preflight: Preflight | None = None) -> Run:
         config, state = load_run(state_path)
         layout = RunLayout((state_path.parent if state_path.name.endswith(".json") else state_path).resolve())
         suite = load_suite(Path(config.suite))
@@ -181,7 +187,7 @@ class Run:
         tasks = [by_id[t] for t in config.task_ids]
         models = ModelPlan(model_config_for(config.model, config.model_settings), config.model_settings)
         envs = EnvironmentFactory()
-        envs.preflight(tasks)
+        (preflight or envs.preflight)(tasks)
         models.preflight(tasks)
         removed = envs.cleanup_run(config.run_id)
         if removed:
