@@ -156,7 +156,7 @@ def _check_reachable(address: str) -> None:
         raise UserError(f"expected HOST:PORT of a Ray head (its GCS port, 6379 by default), got {address!r}",
                         field="ray_address")  # fmt: skip
     try:
-        socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_SEC).close()
+        socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_SEC).close()
     except OSError as exc:
         raise UserError(
             f"no Ray cluster answers at {address} ({exc.strerror or type(exc).__name__}); start one with "
