@@ -47,6 +47,8 @@ def test_overnight_adds_its_own_options() -> None:
     extras = [p.name for p in OVERNIGHT_OPTIONS]
     assert extras == [
         "workers",
+        "executor",
+        "ray_address",
         "max_retries",
         "retry_backoff",
         "stop_after_iteration",

@@ -9,6 +9,7 @@ import signal
 import sys
 import traceback
 from collections.abc import Callable
+from functools import partial
 from importlib.resources import files
 from pathlib import Path
 from types import FrameType
@@ -23,7 +24,9 @@ from tbench.cli.report_cmds import register as register_report_commands
 from tbench.errors import UserError
 
 if TYPE_CHECKING:
+    from tbench.overnight.executor import Executor
     from tbench.overnight.iterate import Run
+    from tbench.overnight.ray_executor import RayCluster
 
 app = typer.Typer(
     name="tbench",
@@ -153,6 +156,20 @@ OVERNIGHT_OPTIONS: tuple[inspect.Parameter, ...] = (
         ],
     ),
     _option(
+        "executor",
+        Annotated[
+            str | None,
+            typer.Option(help="Where trials run: local (worker processes) or ray (a Ray cluster) [default: local]"),
+        ],
+    ),
+    _option(
+        "ray_address",
+        Annotated[
+            str | None,
+            typer.Option(help="Ray head HOST:PORT for --executor ray [default: $RAY_ADDRESS or this machine's]"),
+        ],
+    ),
+    _option(
         "max_retries",
         Annotated[
             int | None,
@@ -233,7 +250,9 @@ def _notify(line: str) -> None:
     console.print(line, markup=False, soft_wrap=True)
 
 
-def _open_run(settings: dict[str, Any], resume: Path | None, **defaults: Any) -> Run:
+def _open_run(
+    settings: dict[str, Any], resume: Path | None, preflight: Callable[[list[Any]], None] | None = None, **defaults: Any
+) -> Run:
     """Create a run from `settings` (flag name → value, None = not given), or resume one; a resumed run
     keeps its config.json, so any setting given with --resume is refused rather than silently ignored."""
     from tbench.agents.model_adapter import DEFAULT_MODEL, model_settings_from_flags
@@ -246,7 +265,7 @@ def _open_run(settings: dict[str, Any], resume: Path | None, **defaults: Any) ->
             raise UserError(
                 f"a resumed run keeps the settings in its config.json; drop {', '.join(clash)}", field="resume"
             )
-        run = Run.resume(resume, _notify)
+        run = Run.resume(resume, _notify, preflight)
         _notify(f"Resuming {run.config.run_id} in {run.dir}")
         return run
     if settings["suite"] is None:
@@ -265,7 +284,7 @@ def _open_run(settings: dict[str, Any], resume: Path | None, **defaults: Any) ->
             "tasks": tuple(given.get("tasks") or ()),
         }
     )
-    run = Run.create(opts, _notify)
+    run = Run.create(opts, _notify, preflight)
     _notify(
         f"Run {run.config.run_id}: {len(run.tasks)} task(s) x {run.config.iterations} iteration(s), "
         f"model {run.config.model} → {run.dir}"
@@ -313,30 +332,37 @@ def iterate(**options: Any) -> None:
 
 @_options(*SHARED_OPTIONS, *OVERNIGHT_OPTIONS, DEBUG_OPTION)
 def overnight(**options: Any) -> None:
-    """Run a suite N times with trials in parallel worker processes; survives kill -9 (`--resume`)."""
+    """Run a suite N times with trials in parallel worker processes or on a Ray cluster; survives kill -9
+    (`--resume`)."""
     global DEBUG
     DEBUG = DEBUG or options.pop("debug")
-    from tbench.overnight.parallel import ParallelExecutor, Watchdog
-    from tbench.overnight.progress import Progress
-    from tbench.overnight.resources import Budget
-
     resume = options.pop("resume")
     extra = {p.name: options.pop(p.name) for p in OVERNIGHT_OPTIONS}
     settings = _settings(options)
     settings.update(
         workers=_parse_workers(extra["workers"]),
+        executor=_parse_executor(extra["executor"], extra["ray_address"], extra["workers"]),
+        ray_address=extra["ray_address"],
         max_retries=extra["max_retries"],
         retry_backoff_sec=extra["retry_backoff"],
     )
-    run = _open_run(settings, resume, runner="overnight", workers="auto", max_retries=2)
-    budget = Budget(
-        default_task_mb=extra["task_memory_mb"],
-        reserve_mb=extra["memory_reserve_mb"],
-        min_free_disk_mb=extra["min_free_disk_mb"],
-    )
-    progress = Progress(console, run.config.iterations, str(run.config.workers))
-    watchdog = Watchdog(extra["heartbeat_timeout"], extra["stuck_grace"])
-    executor = ParallelExecutor(run.config.workers, budget, watchdog, progress)
+    kind, address = settings["executor"] or "local", extra["ray_address"]
+    if resume is not None:
+        from tbench.models.run import load_run
+
+        config, _ = load_run(resume)
+        kind, address = config.executor, config.ray_address
+    if kind == "ray" and settings["suite"] is not None:
+        settings["suite"] = settings["suite"].resolve()  # task paths are read on every node: make them absolute
+    cluster = _ray_cluster(address) if kind == "ray" else None  # before any run folder is made
+    try:
+        preflight = None if cluster is None else partial(cluster.preflight, default_task_mb=extra["task_memory_mb"])
+        run = _open_run(settings, resume, preflight, runner="overnight", workers="auto", max_retries=2)
+        executor = _executor(run, cluster, extra)
+    except BaseException:
+        if cluster is not None:
+            cluster.shutdown()
+        raise
     run.executor = executor
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -357,6 +383,54 @@ def overnight(**options: Any) -> None:
         return
     err_console.print(f"stopped: {run.stop.reason}; state saved. {_resume_hint(run)}", markup=False, soft_wrap=True)
     raise typer.Exit(run.stop.exit_code)
+
+
+def _executor(run: Run, cluster: RayCluster | None, extra: dict[str, Any]) -> Executor:
+    from tbench.overnight.parallel import ParallelExecutor, Watchdog
+    from tbench.overnight.progress import Progress
+    from tbench.overnight.resources import Budget
+
+    if cluster is not None:
+        from tbench.overnight.ray_executor import RayExecutor
+
+        progress = Progress(console, run.config.iterations, f"ray:{cluster.capacity()}")
+        ray_executor = RayExecutor(cluster, run.config.run_id, progress, extra["task_memory_mb"])
+        removed = ray_executor.sweep_run()  # what a killed driver left on any node
+        if removed:
+            _notify(f"removed {removed} container(s) left on the cluster's nodes by the interrupted run")
+        return ray_executor
+    budget = Budget(
+        default_task_mb=extra["task_memory_mb"],
+        reserve_mb=extra["memory_reserve_mb"],
+        min_free_disk_mb=extra["min_free_disk_mb"],
+    )
+    progress = Progress(console, run.config.iterations, str(run.config.workers))
+    watchdog = Watchdog(extra["heartbeat_timeout"], extra["stuck_grace"])
+    return ParallelExecutor(run.config.workers, budget, watchdog, progress)
+
+
+def _ray_cluster(address: str | None) -> RayCluster:
+    """Join the Ray cluster (only now is Ray imported); a missing install is the user's to fix, in one line."""
+    try:
+        from tbench.overnight.ray_executor import RayCluster
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] != "ray":
+            raise
+        raise UserError("Ray is not installed: pip install 'tbench[ray]' (on the driver and every node)",
+                        field="executor") from None  # fmt: skip
+    return RayCluster.connect(address)
+
+
+def _parse_executor(value: str | None, ray_address: str | None, workers: str | None) -> str | None:
+    if value not in (None, "local", "ray"):
+        raise UserError(f"expected local or ray, got {value!r}", field="executor")
+    if ray_address is not None and value != "ray":
+        raise UserError("only with --executor ray", field="ray_address")
+    if value == "ray" and workers is not None:
+        raise UserError(
+            "not with --executor ray: each node's tbench_containers resource sets its trials", field="workers"
+        )
+    return value
 
 
 def _parse_workers(value: str | None) -> int | str | None:

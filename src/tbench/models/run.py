@@ -43,6 +43,10 @@ class RunConfig(Versioned):
     """Endpoints, model options, validation rate and seed (never keys or tokens)."""
     runner: Literal["iterate", "overnight"] = "iterate"
     workers: int | Literal["auto"] = 1
+    executor: Literal["local", "ray"] = "local"
+    """Where trials run: local worker processes, or tasks on a Ray cluster (`--executor ray`)."""
+    ray_address: str | None = None
+    """The Ray head given with --ray-address (None: $RAY_ADDRESS or a cluster on this machine)."""
     max_retries: int = Field(default=0, ge=0)
     """Infra-error retries per trial; agent failures and timeouts are never retried."""
     retry_backoff_sec: float = Field(default=5.0, ge=0)

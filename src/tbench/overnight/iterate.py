@@ -40,6 +40,8 @@ from tbench.report.run_report import write_reports
 from tbench.stats.summaries import compute_delta, delta_baseline, episode_of, summarize_run
 
 Notify = Callable[[str], None]
+Preflight = Callable[[list[Task]], None]
+"""An executor's own check of where trials will run (a cluster's nodes); replaces the local engine check."""
 
 OUTAGE_EXIT = 75
 """Exit status of a run stopped because its model server stayed down past the limit (EX_TEMPFAIL: resume it
@@ -59,6 +61,8 @@ class IterateOptions:
     project_root: Path | None = None
     runner: Literal["iterate", "overnight"] = "iterate"
     workers: int | Literal["auto"] = 1
+    executor: Literal["local", "ray"] = "local"
+    ray_address: str | None = None
     max_retries: int = 0
     retry_backoff_sec: float = 5.0
     models: ModelSettings = field(default_factory=ModelSettings)
@@ -129,7 +133,7 @@ class Run:
     # ------------------------------------------------------------------ set-up
 
     @classmethod
-    def create(cls, opts: IterateOptions, notify: Notify) -> Run:
+    def create(cls, opts: IterateOptions, notify: Notify, preflight: Preflight | None = None) -> Run:
         """Validate everything first; only then make the run folder, so bad input writes nothing."""
         if opts.iterations < 1:
             raise UserError(f"must be at least 1 (got {opts.iterations})", field="iterations")
@@ -157,7 +161,7 @@ class Run:
                 path=output,
             )
         envs = EnvironmentFactory()
-        envs.preflight(suite.tasks)
+        (preflight or envs.preflight)(suite.tasks)
         models.preflight(suite.tasks)
         project_root = (opts.project_root or Path.cwd()).resolve()
         task_ids = [t.id for t in suite.tasks]
@@ -184,6 +188,8 @@ class Run:
             project_root=str(project_root),
             runner=opts.runner,
             workers=opts.workers,
+            executor=opts.executor,
+            ray_address=opts.ray_address,
             max_retries=opts.max_retries,
             retry_backoff_sec=opts.retry_backoff_sec,
             learning=learning,
@@ -199,7 +205,7 @@ class Run:
         return cls(layout, config, state, tasks, models, envs, notify)
 
     @classmethod
-    def resume(cls, state_path: Path, notify: Notify) -> Run:
+    def resume(cls, state_path: Path, notify: Notify, preflight: Preflight | None = None) -> Run:
         config, state = load_run(state_path)
         layout = RunLayout((state_path.parent if state_path.name.endswith(".json") else state_path).resolve())
         suite = load_suite(Path(config.suite))
@@ -210,7 +216,7 @@ class Run:
         tasks = [by_id[t] for t in config.task_ids]
         models = ModelPlan(model_config_for(config.model, config.model_settings), config.model_settings)
         envs = EnvironmentFactory()
-        envs.preflight(tasks)
+        (preflight or envs.preflight)(tasks)
         models.preflight(tasks)
         removed = envs.cleanup_run(config.run_id)
         if removed:
