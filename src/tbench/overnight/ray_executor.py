@@ -371,7 +371,8 @@ class RayExecutor:
     def _launch(
         self, book: TrialBook, iteration: int, queue: deque[tuple[Task, float]], running: dict[str, _Slot]
     ) -> None:
-        while queue and not book.stop.reason and len(running) < self.capacity():
+        held = book.hold() > 0 if queue else False  # the circuit breaker: no new trial while the model server is down
+        while queue and not book.stop.reason and len(running) < self.capacity() and not held:
             now = time.time()
             index = next((i for i, (_, not_before) in enumerate(queue) if not_before <= now), None)
             if index is None:
