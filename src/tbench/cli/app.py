@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from tbench.overnight.iterate import Run
 
 app = typer.Typer(
+    rich_markup_mode=None,
     name="tbench",
     help="Run Terminal-Bench suites overnight in real containers; record, compare and learn.",
     no_args_is_help=True,
@@ -42,19 +43,23 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
 
 
 # Options shared by `iterate` and `overnight` (the overnight runner takes every iterate flag).
-SuiteOpt = Annotated[Path | None, typer.Option(help="Task folder, folder of tasks (TB2/TB1), or suite .json")]
-OutputOpt = Annotated[Path | None, typer.Option(help="Run folder (default results/YYYYMMDD)")]
+SuiteOpt = Annotated[
+    Path | None, typer.Option(help="Task folder, folder of tasks (TB2/TB1), or suite .json [required unless --resume]")
+]
+OutputOpt = Annotated[Path | None, typer.Option(help="Run folder [default: results/YYYYMMDD]")]
 IterationsOpt = Annotated[int | None, typer.Option(help="How many times to run the suite [default: 10]")]
 ModelOpt = Annotated[
     str | None,
     typer.Option(help="claude-code[:<model>], ollama:<name>, openai:<name>, oracle or nop [default: claude-code]"),
 ]
-ResumeOpt = Annotated[Path | None, typer.Option(help="PATH/state.json of an interrupted run")]
+ResumeOpt = Annotated[Path | None, typer.Option(help="PATH/state.json of an interrupted run [default: a new run]")]
 TimeoutOpt = Annotated[float | None, typer.Option(help="Agent time limit (s) for tasks that set none [default: 3600]")]
-MaxTurnsOpt = Annotated[int | None, typer.Option(help="Agent turn cap for tasks that set none")]
-RunIdOpt = Annotated[str | None, typer.Option(help="Run id (default tbrun-YYYYMMDD-HHMMSS-xxxx)")]
-TasksOpt = Annotated[list[str] | None, typer.Option(help="Only tasks whose id or name matches (glob, repeatable)")]
-ProjectRootOpt = Annotated[Path | None, typer.Option(help="Where .openagents/gym lives (default: cwd)")]
+MaxTurnsOpt = Annotated[int | None, typer.Option(help="Agent turn cap for tasks that set none [default: no cap]")]
+RunIdOpt = Annotated[str | None, typer.Option(help="Run id [default: tbrun-YYYYMMDD-HHMMSS-xxxx]")]
+TasksOpt = Annotated[
+    list[str] | None, typer.Option(help="Only tasks whose id or name matches (glob, repeatable) [default: all]")
+]
+ProjectRootOpt = Annotated[Path | None, typer.Option(help="Where .openagents/gym lives [default: cwd]")]
 DebugOpt = Annotated[bool, typer.Option(help="Show tracebacks")]
 OllamaEndpointOpt = Annotated[
     str | None, typer.Option(help="Ollama server, URL or host[:port] [default: $OLLAMA_HOST or http://localhost:11434]")
@@ -62,18 +67,23 @@ OllamaEndpointOpt = Annotated[
 OpenAIEndpointOpt = Annotated[
     str | None,
     typer.Option(
-        help="OpenAI-compatible server for openai:<name>, e.g. http://127.0.0.1:8080/v1 [default: "
-        "$OPENAI_BASE_URL or https://api.openai.com/v1]; the key comes from $OPENAI_API_KEY"
+        help="OpenAI-compatible server for openai:<name>, e.g. http://127.0.0.1:8080/v1; the key comes from "
+        "$OPENAI_API_KEY [default: $OPENAI_BASE_URL or https://api.openai.com/v1]"
     ),
 ]
 ModelOptionOpt = Annotated[
     list[str] | None,
-    typer.Option(help="Model call setting KEY=VALUE, repeatable: num_ctx, temperature, seed, keep_alive, ..."),
+    typer.Option(
+        help="Model call setting KEY=VALUE, repeatable: num_ctx, temperature, seed, keep_alive, ... [default: none]"
+    ),
 ]
 ValidationRateOpt = Annotated[
-    float | None, typer.Option(help="Share of trials (0-1) run by Claude Code instead of --model, chosen per trial")
+    float | None,
+    typer.Option(help="Share of trials (0-1) run by Claude Code instead of --model, chosen per trial [default: 0]"),
 ]
-SeedOpt = Annotated[int | None, typer.Option(help="Seed of the per-trial model choice (and of the model's sampler)")]
+SeedOpt = Annotated[
+    int | None, typer.Option(help="Seed of the per-trial model choice (and of the model's sampler) [default: 0]")
+]
 LearnOpt = Annotated[
     bool, typer.Option("--learn", help="Reflect between iterations and inject lessons (= --memory learn)")
 ]
@@ -84,7 +94,8 @@ ReflectModelOpt = Annotated[
     str | None, typer.Option(help="Reflection model, ollama:<name> or openai:<name> [default: --model]")
 ]
 HoldoutOpt = Annotated[
-    float | None, typer.Option(help="Share of tasks (0-1) held out of learning, drawn from --seed, for the proof")
+    float | None,
+    typer.Option(help="Share of tasks (0-1) held out of learning, drawn from --seed, for the proof [default: 0]"),
 ]
 ControlOpt = Annotated[bool, typer.Option("--control", help="Also run held-out tasks without memory, interleaved")]
 UnsafeHostOpt = Annotated[
@@ -146,7 +157,9 @@ OVERNIGHT_OPTIONS: tuple[inspect.Parameter, ...] = (
     ),
     _option(
         "stop_after_iteration",
-        Annotated[int | None, typer.Option(help="Stop (resumably) once this iteration has finished")],
+        Annotated[
+            int | None, typer.Option(help="Stop (resumably) once this iteration has finished [default: run all]")
+        ],
     ),
     _option("memory_reserve_mb", Annotated[int, typer.Option(help="Free RAM never used by starting a trial")], 2048),
     _option("task_memory_mb", Annotated[int, typer.Option(help="Memory assumed for tasks that declare none")], 2048),
@@ -392,7 +405,7 @@ def main() -> None:
 
 
 def _single(command: Callable[..., None]) -> None:
-    single = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+    single = typer.Typer(rich_markup_mode=None, add_completion=False, pretty_exceptions_enable=False)
     single.command()(command)
     _run(single)
 

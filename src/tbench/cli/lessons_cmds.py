@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 console = Console(highlight=False, width=1000)
 ProjectRoot = Annotated[
-    Path | None, typer.Option("--project-root", help="Where .openagents/memory lives (default: cwd)")
+    Path | None, typer.Option("--project-root", help="Where .openagents/memory lives [default: cwd]")
 ]
 
 
@@ -33,7 +33,9 @@ def _store(project_root: Path | None) -> MemoryStore:
     return MemoryStore.for_project((project_root or Path.cwd()).resolve())
 
 
-lessons = typer.Typer(help="The Archivist's lessons: list, inspect, reflect on a run, retire, export, import.")
+lessons = typer.Typer(
+    rich_markup_mode=None, help="The Archivist's lessons: list, inspect, reflect on a run, retire, export, import."
+)
 
 
 @lessons.command("list")
