@@ -22,7 +22,7 @@ from tbench.models.results import TrialResult
 from tbench.models.task import Task
 from tbench.models.trajectory import Trajectory
 from tbench.models.trial import TrialSpec
-from tests.conftest import EXAMPLES, run_cli
+from tests.conftest import EXAMPLES, ci_mandatory, run_cli
 from tests.fake_anthropic import ApiError, FakeAnthropic, Turn, bash, scripted
 
 KEY = "sk-ant-api03-" + uuid.uuid4().hex + uuid.uuid4().hex
@@ -32,8 +32,8 @@ KEY = "sk-ant-api03-" + uuid.uuid4().hex + uuid.uuid4().hex
 def claude_cli() -> str:
     path = shutil.which("claude")
     if path is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("the claude CLI is missing under CI=true (scripts/test installs it)")
+        if ci_mandatory():
+            pytest.fail("the claude CLI is missing under CI (scripts/test installs it)")
         pytest.skip("the claude CLI is not installed: npm install -g @anthropic-ai/claude-code")
     return path
 
