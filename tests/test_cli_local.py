@@ -140,8 +140,8 @@ def test_agent_and_test_timeouts_and_setup_failure(tmp_path: Path) -> None:
         (["--suite", "{examples}/local-suite.json", "--model", "oracle", "--iterations", "0"], "--iterations"),
         (["--suite", "{examples}/local-suite.json", "--model", "oracle", "--tasks", "zzz"], "no task matches"),
         (["--suite", "{bad}"], "not valid JSON"),
-        (["--resume", "/no/state.json"], "no such state file"),
-        (["--resume", "/no/state.json", "--iterations", "3"], "drop --iterations"),
+        (["--resume", "/no/state.json"], "--resume: no such run"),
+        (["--resume", "/no/state.json", "--iterations", "3"], "--iterations cannot change on --resume"),
         ([], "--suite: missing"),
     ],
 )
@@ -179,7 +179,7 @@ def test_existing_run_folder_is_never_overwritten(tmp_path: Path) -> None:
     assert run_cli(*args).returncode == 0
     before = (out / "config.json").read_text()
     proc = run_cli(*args)
-    assert proc.returncode == 2 and "--resume" in proc.stderr and "already exists" in proc.stderr
+    assert proc.returncode == 2 and "--resume" in proc.stderr and "is an earlier run" in proc.stderr
     assert (out / "config.json").read_text() == before
 
 

@@ -150,8 +150,8 @@ def test_episodes_queries_the_store(runs: Runs) -> None:
         (("episodes", "--limit", "-1"), "--limit: must be 0 (all) or more (got -1)"),
         (("compare", "{nop}", "{nop}", "--resamples", "10"), "--resamples: must be at least 100 (got 10)"),
         (("compare", "{root}", "{nop}"), "not a run folder, an iteration folder or a results.json"),
-        (("report", "{root}/nothing"), "no such state file"),
-        (("baseline", "set", "{root}"), "no such state file"),
+        (("report", "{root}/nothing"), "no such run"),
+        (("baseline", "set", "{root}"), "no such run"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(runs: Runs, args: tuple[str, ...], message: str) -> None:

@@ -57,6 +57,8 @@ def learning_from_flags(given: dict[str, Any], task_ids: list[str] | None = None
         raise UserError("needs held-out tasks to run on; add --holdout FRACTION", field="control")
     if flags.get("control") and memory == "off":
         raise UserError("compares memory against none; add --learn or --memory read", field="control")
+    if holdout > 0 and memory == "off":
+        raise UserError("holds tasks out of learning, but memory is off; add --learn or --memory read", field="holdout")
     if flags.get("reflect_model") and memory != "learn":
         raise UserError("only matters with --learn (or --memory learn)", field="reflect_model")
     return LearningConfig(
@@ -154,15 +156,31 @@ class Learning:
 
 
 def open_learning(
-    config: LearningConfig, project_root: Path, suite_name: str, run_model: str, settings: ModelSettings
+    config: LearningConfig,
+    project_root: Path,
+    suite_name: str,
+    run_model: str,
+    settings: ModelSettings,
+    *,
+    preflight: bool = False,
 ) -> Learning:
-    """The run's `Learning`; the reflection model is checked here, before any run folder exists."""
+    """The run's `Learning`. With `preflight` (before any run folder exists) the lesson store is read and the
+    reflection model asked whether it is there, so a damaged lessons.json or an absent model is one line now,
+    not a surprise at the first trial or a skipped reflection at dawn."""
     factory: Callable[[], ChatTransport] | None = None
+    store = MemoryStore.for_project(project_root)
+    if preflight and config.memory != "off":
+        store.load()
     if config.memory == "learn":
         spec = config.reflect_model or run_model
-        reflection_transport(spec, settings)  # fail fast
+        transport = reflection_transport(spec, settings)  # fail fast
+        if preflight:
+            try:
+                transport.preflight()
+            except UserError as exc:
+                raise UserError(f"the reflection model {spec}: {exc.render()}", field="reflect_model") from None
 
         def factory() -> ChatTransport:
             return reflection_transport(spec, settings)
 
-    return Learning(config, MemoryStore.for_project(project_root), suite_name, factory)
+    return Learning(config, store, suite_name, factory)

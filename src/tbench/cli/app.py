@@ -54,6 +54,18 @@ ModelOpt = Annotated[
 ]
 ResumeOpt = Annotated[Path | None, typer.Option(help="PATH/state.json of an interrupted run [default: a new run]")]
 TimeoutOpt = Annotated[float | None, typer.Option(help="Agent time limit (s) for tasks that set none [default: 3600]")]
+TimeoutMultiplierOpt = Annotated[
+    float | None,
+    typer.Option(help="Multiply every agent and verifier time limit a task sets, e.g. 2.7 for a slow local model "
+                 "[default: 1]"),
+]  # fmt: skip
+AgentTimeoutOpt = Annotated[
+    float | None, typer.Option(help="Agent time limit (s) for every task, overriding the task's own [default: none]")
+]
+SkipInvalidOpt = Annotated[
+    bool,
+    typer.Option("--skip-invalid", help="Run the valid tasks of a suite that has invalid ones (listed in the report)"),
+]
 MaxTurnsOpt = Annotated[int | None, typer.Option(help="Agent turn cap for tasks that set none [default: no cap]")]
 RunIdOpt = Annotated[str | None, typer.Option(help="Run id [default: tbrun-YYYYMMDD-HHMMSS-xxxx]")]
 TasksOpt = Annotated[
@@ -118,9 +130,12 @@ SHARED_OPTIONS: tuple[inspect.Parameter, ...] = (
     _option("model", ModelOpt),
     _option("resume", ResumeOpt),
     _option("timeout", TimeoutOpt),
+    _option("timeout_multiplier", TimeoutMultiplierOpt),
+    _option("agent_timeout", AgentTimeoutOpt),
     _option("max_turns", MaxTurnsOpt),
     _option("run_id", RunIdOpt),
     _option("tasks", TasksOpt),
+    _option("skip_invalid", SkipInvalidOpt, False),
     _option("project_root", ProjectRootOpt),
     _option("ollama_endpoint", OllamaEndpointOpt),
     _option("openai_endpoint", OpenAIEndpointOpt),
@@ -174,6 +189,7 @@ DEBUG_OPTION = _option("debug", DebugOpt, False)
 #: Core field names (UserError.field) whose flag is not `--` + the name with '-' for '_'.
 FIELD_FLAGS = {
     "timeout_sec": "--timeout",
+    "agent_timeout_sec": "--agent-timeout",
     "retry_backoff_sec": "--retry-backoff",
     "holdout_fraction": "--holdout",
     "lesson_id": "LESSON_ID",
@@ -223,25 +239,37 @@ def _notify(line: str) -> None:
     console.print(line, markup=False, soft_wrap=True)
 
 
+#: Settings a resumed run may take (how the rest is executed, not what it measures); the runner's own flags
+#: (`--stop-after-iteration`, the resource and watchdog knobs, `--debug`) are never part of config.json.
+RESUME_FLAGS = ("workers", "max_retries", "retry_backoff_sec")
+#: Field names the CLI gives core settings.
+CORE_NAMES = {"timeout": "timeout_sec", "agent_timeout": "agent_timeout_sec"}
+
+
 def _open_run(settings: dict[str, Any], resume: Path | None, **defaults: Any) -> Run:
-    """Create a run from `settings` (flag name → value, None = not given), or resume one; a resumed run
-    keeps its config.json, so any setting given with --resume is refused rather than silently ignored."""
+    """Create a run from `settings` (flag name → value, None = not given), or resume one. A resumed run keeps
+    its config.json: the flags in RESUME_FLAGS may change, any other is refused rather than silently ignored."""
     from tbench.agents.model_adapter import DEFAULT_MODEL, model_settings_from_flags
     from tbench.archivist.loop import learning_from_flags
     from tbench.overnight.iterate import IterateOptions, Run
 
+    given = {CORE_NAMES.get(k, k): v for k, v in settings.items() if v is not None}
     if resume is not None:
-        clash = [flag_for(name) for name, value in settings.items() if value is not None]
-        if clash:
+        refused = [name for name in given if name not in RESUME_FLAGS]
+        if refused:
+            allowed = ", ".join(flag_for(n) for n in RESUME_FLAGS)
             raise UserError(
-                f"a resumed run keeps the settings in its config.json; drop {', '.join(clash)}", field="resume"
+                f"{', '.join(flag_for(n) for n in refused)} cannot change on --resume: the run keeps what its "
+                f"config.json says so all its iterations measure the same thing (you may change {allowed}, "
+                "--stop-after-iteration, the resource flags and --debug); start a new run to change it",
+                field="resume",
             )
-        run = Run.resume(resume, _notify)
-        _notify(f"Resuming {run.config.run_id} in {run.dir}")
+        run = Run.resume(resume, _notify, given)
+        changed = ", ".join(f"{flag_for(k)} {v}" for k, v in given.items())
+        _notify(f"Resuming {run.config.run_id} in {run.dir}" + (f" with {changed}" if changed else ""))
         return run
     if settings["suite"] is None:
         raise UserError("missing; give --suite PATH (or --resume PATH/state.json)", field="suite")
-    given = {k: v for k, v in settings.items() if v is not None}
     given["models"] = model_settings_from_flags(given)
     given["learning"] = learning_from_flags(given)
     opts = IterateOptions(
@@ -250,7 +278,7 @@ def _open_run(settings: dict[str, Any], resume: Path | None, **defaults: Any) ->
             "model": DEFAULT_MODEL,
             "timeout_sec": 3600.0,
             **defaults,
-            **{("timeout_sec" if k == "timeout" else k): v for k, v in given.items()},
+            **given,
             "tasks": tuple(given.get("tasks") or ()),
         }
     )

@@ -123,7 +123,7 @@ def reflect_cmd(
         settings = settings.model_copy(update={"ollama_endpoint": ollama_endpoint})
     transport = reflection_transport(spec, settings)
     store = MemoryStore.for_project((project_root or Path(config.project_root)).resolve())
-    suite_tasks = load_suite(Path(config.suite)).tasks
+    suite_tasks = load_suite(Path(config.suite), skip_invalid=True).tasks
     train = [t for t in suite_tasks if t.id not in held]
     chosen = [it for it in folder.iterations if iteration is None or it.iteration == iteration]
     if not chosen:

@@ -26,7 +26,7 @@ from filelock import FileLock
 
 from tbench.bench.environments.base import Environment, ExecResult, OutputHook, OutputSink, TrialLabels, ms_since
 from tbench.errors import BuildError, InfraError, UserError
-from tbench.fsutil import safe_name
+from tbench.fsutil import ascii_slug, safe_name
 from tbench.models.task import EnvironmentSpec, FileCopy, Task
 
 LABEL_MANAGED = "tbench.managed"
@@ -81,7 +81,17 @@ def content_hash(folder: Path, dockerfile: str) -> str:
 def image_tag(task: Task) -> str:
     spec = task.environment
     assert spec.build_dir is not None
-    return f"tbench/{safe_name(task.id).lower()}:{content_hash(spec.build_dir, spec.dockerfile)}"
+    return f"tbench/{ascii_slug(task.id).lower()}:{content_hash(spec.build_dir, spec.dockerfile)}"
+
+
+def label_value(text: str) -> str:
+    """A label's value: an ASCII form of an id (task ids may hold any letter), safe in engine filters."""
+    return ascii_slug(text, max_len=200)
+
+
+def trial_label(trial_id: str) -> str:
+    """The `key=value` filter that finds a trial's containers."""
+    return f"{LABEL_TRIAL}={label_value(trial_id)}"
 
 
 def _lock_dir() -> Path:
@@ -196,11 +206,11 @@ class DockerEnvironment(Environment):
             "labels": {
                 LABEL_MANAGED: "true",
                 LABEL_RUN: self.labels.run_id,
-                LABEL_TRIAL: self.labels.trial_id,
-                LABEL_TASK: self.labels.task_id,
+                LABEL_TRIAL: label_value(self.labels.trial_id),
+                LABEL_TASK: label_value(self.labels.task_id),
             },
             "environment": dict(spec.env),
-            "name": f"tbench-{safe_name(self.labels.trial_id)[:60]}-{uuid.uuid4().hex[:6]}",
+            "name": f"tbench-{ascii_slug(self.labels.trial_id)}-{uuid.uuid4().hex[:6]}",
         }
         if self.needs.host_network:  # the agent's model endpoint is on the host's loopback
             kwargs["network_mode"] = "host"
