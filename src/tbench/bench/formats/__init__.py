@@ -48,7 +48,10 @@ def _folder_name(folder: Path) -> str:
 
 
 def _reason(exc: UserError, root: Path) -> str:
-    """The error with its path shown inside the suite (`ünï/task.toml: …`), not as a long absolute path."""
+    """The error with its path shown inside the suite (`ünï/task.toml: …`), not as a long absolute path; an
+    error in the suite file itself shows only its field (`tasks.3.id: …`)."""
+    if exc.path is not None and Path(exc.path).is_file() and Path(exc.path).suffix == ".json":
+        return UserError(exc.message, field=exc.field).render()
     if exc.path is not None:
         path = Path(exc.path)
         with_path = path.relative_to(root) if path.is_relative_to(root) and path != root else path
