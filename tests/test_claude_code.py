@@ -162,7 +162,8 @@ def test_max_turns_is_an_agent_failure_and_host_commands_stay_confined(tmp_path:
     canary = Path.home() / f".tbench-canary-{uuid.uuid4().hex}"
     canary.write_text("original\n")
     try:
-        script = scripted(Turn(tool_uses=[bash(f"echo pwned > {canary}")]), then=Turn(tool_uses=[bash("true")]))
+        attack = f"echo pwned > {canary}; echo pwned > /etc/tbench-canary"  # a private home; the system is read-only
+        script = scripted(Turn(tool_uses=[bash(attack)]), then=Turn(tool_uses=[bash("true")]))
         with FakeAnthropic(script) as stub:
             proc, out = _cli(tmp_path, stub, _suite(tmp_path), "--model", "claude-code", "--max-turns", "3")
         assert proc.returncode == 0, proc.stdout + proc.stderr

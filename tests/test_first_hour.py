@@ -265,3 +265,57 @@ def test_time_limits_apply_to_agent_and_verifier() -> None:
     )
     fixed = TimeLimits(multiplier=2.0, agent_timeout_sec=42).apply(task)
     assert fixed.agent_timeout_sec == 42 and fixed.verifier.timeout_sec == task.verifier.timeout_sec * 2
+
+
+# ---------------------------------------------------------------- 10. local-mode confinement
+
+
+def test_a_confined_agent_sees_only_its_own_workspace(tmp_path: Path) -> None:
+    """A model agent (real tool loop; the LLM a stand-in on a real socket) that tries to read the run's
+    config.json (relative and absolute), the suite file with its reference solution, the previous iteration's
+    solved workspace and a file in the user's home: none of them exists for it, while programs still run."""
+    from tbench.bench.environments.local import confinement
+
+    if not confinement().available:
+        pytest.skip(f"no working bubblewrap here: {confinement().reason}")
+    marker = "REFERENCE-SOLUTION-" + "7f3a"
+    suite = seed_suite(tmp_path / "suite.json", [ok("probe", solution=f"echo {marker} > done")])
+    out = tmp_path / "run"
+    home_secret = Path.home() / f".tbench-first-hour-{tmp_path.name}"
+    home_secret.write_text("home-secret-contents\n")
+    sibling = out / "iterations/001/probe/workspace"
+    probes = [
+        "cat ../../../../config.json",
+        f"cat {out / 'config.json'}",
+        f"cat {suite}",
+        f"ls {sibling}",
+        f"cat {home_secret}",
+    ]
+    command = " ; ".join(f"{{ {p} ; }} >> probe.txt 2>&1" for p in probes)
+    command += f" ; ls -A {tmp_path} > above.txt 2>&1"  # only the bare path down to the workspace
+    command += " ; ls /usr/bin/env > system.txt && echo written > own.txt && touch done"
+
+    def policy(body: dict[str, Any], n: int) -> Any:
+        from tests.fake_ollama import Reply
+
+        return Reply(tool_calls=[("shell", {"command": command})]) if n % 2 == 0 else Reply(content="Done.")
+
+    try:
+        with FakeOllama() as server:
+            server.add_model("prober", policy)
+            proc = run_cli("--suite", str(suite), "--model", "ollama:prober", "--ollama-endpoint", server.url,
+                           "--iterations", "2", "--output", str(out), "--project-root", str(tmp_path))  # fmt: skip
+    finally:
+        home_secret.unlink(missing_ok=True)
+    assert proc.returncode == 0, proc.stderr
+    for i in (1, 2):
+        ws = out / f"iterations/00{i}/probe/workspace"
+        found = (ws / "probe.txt").read_text()
+        # iteration 1's `ls` of iteration 1's workspace lists its own; from iteration 2 it does not exist
+        assert found.count("No such file or directory") == len(probes) - (i == 1), found
+        assert (ws / "above.txt").read_text() == "run\n"
+        for secret in (marker, "run_id", "home-secret-contents", "suite.json", *(("probe.txt",) if i == 2 else ())):
+            assert secret not in found.replace(str(suite), "").replace(str(tmp_path), ""), (secret, found)
+        assert (ws / "own.txt").read_text() == "written\n" and (ws / "system.txt").read_text().strip()
+        result = json.loads((out / f"iterations/00{i}/probe/result.json").read_text())
+        assert result["status"] == "pass", result
