@@ -319,3 +319,42 @@ def test_a_confined_agent_sees_only_its_own_workspace(tmp_path: Path) -> None:
         assert (ws / "own.txt").read_text() == "written\n" and (ws / "system.txt").read_text().strip()
         result = json.loads((out / f"iterations/00{i}/probe/result.json").read_text())
         assert result["status"] == "pass", result
+
+
+# ---------------------------------------------------------------- 9. credentials in an endpoint URL
+
+
+def test_endpoint_credentials_are_used_never_written_and_asked_again_on_resume(tmp_path: Path) -> None:
+    from tests.fake_ollama import Reply
+
+    password = "pw-" + tmp_path.name[-6:] + "x" * 8
+    suite = seed_suite(tmp_path / "s.json", [ok("t1"), ok("t2")])
+    out = tmp_path / "run"
+
+    def policy(body: dict[str, Any], n: int) -> Any:  # per conversation: parallel trials share the server
+        if body["messages"][-1]["role"] == "tool":
+            return Reply(content="Done.")
+        return Reply(tool_calls=[("shell", {"command": "touch done"})])
+
+    with FakeOllama() as server:
+        server.add_model("m", policy)
+        url = server.url.replace("http://", f"http://user:{password}@")
+        first = overnight("--suite", str(suite), "--model", "ollama:m", "--ollama-endpoint", url, "--iterations", "2",
+                          "--output", str(out), "--project-root", str(tmp_path), "--workers", "2",
+                          "--stop-after-iteration", "1")  # fmt: skip
+        assert first.returncode == 0, first.stderr
+        config = json.loads((out / "config.json").read_text())
+        assert config["model_settings"]["ollama_endpoint"] == url.replace(password, "[REDACTED]")
+        missing = one_error_line(overnight("--resume", str(out / "state.json")))
+        assert "--ollama-endpoint" in missing and "does not keep its credentials" in missing, missing
+        other = one_error_line(overnight("--resume", str(out / "state.json"), "--ollama-endpoint", "http://x:y@h:1"))
+        assert "--ollama-endpoint: differs from this run's" in other and password not in other
+        second = overnight("--resume", str(out / "state.json"), "--ollama-endpoint", url)
+        assert second.returncode == 0, second.stderr
+    results = [json.loads(p.read_text()) for p in out.glob("iterations/*/*/result.json")]
+    assert len(results) == 4 and all(r["status"] == "pass" for r in results)
+    for text in (first.stdout, first.stderr, second.stdout, second.stderr, missing, other):
+        assert password not in text
+    for path in [*out.rglob("*"), *(tmp_path / ".openagents").rglob("*")]:
+        if path.is_file():
+            assert password.encode() not in path.read_bytes(), f"the endpoint's password was written to {path}"

@@ -21,6 +21,7 @@ from tbench import __version__
 from tbench.cli.lessons_cmds import register as register_lessons_commands
 from tbench.cli.report_cmds import register as register_report_commands
 from tbench.errors import UserError
+from tbench.secrets import redact_url
 
 if TYPE_CHECKING:
     from tbench.overnight.iterate import Run
@@ -239,9 +240,10 @@ def _notify(line: str) -> None:
     console.print(line, markup=False, soft_wrap=True)
 
 
-#: Settings a resumed run may take (how the rest is executed, not what it measures); the runner's own flags
+#: Settings a resumed run may take (how the rest is executed, not what it measures; an endpoint only as the
+#: same URL, to give back credentials config.json does not keep); the runner's own flags
 #: (`--stop-after-iteration`, the resource and watchdog knobs, `--debug`) are never part of config.json.
-RESUME_FLAGS = ("workers", "max_retries", "retry_backoff_sec")
+RESUME_FLAGS = ("workers", "max_retries", "retry_backoff_sec", "ollama_endpoint", "openai_endpoint")
 #: Field names the CLI gives core settings.
 CORE_NAMES = {"timeout": "timeout_sec", "agent_timeout": "agent_timeout_sec"}
 
@@ -265,7 +267,7 @@ def _open_run(settings: dict[str, Any], resume: Path | None, **defaults: Any) ->
                 field="resume",
             )
         run = Run.resume(resume, _notify, given)
-        changed = ", ".join(f"{flag_for(k)} {v}" for k, v in given.items())
+        changed = ", ".join(f"{flag_for(k)} {redact_url(str(v))}" for k, v in given.items())
         _notify(f"Resuming {run.config.run_id} in {run.dir}" + (f" with {changed}" if changed else ""))
         return run
     if settings["suite"] is None:

@@ -14,7 +14,13 @@ from typing import Literal
 
 from tbench import __version__
 from tbench.agents.base import ModelRunner
-from tbench.agents.model_adapter import ModelPlan, build_model_plan, model_config_for
+from tbench.agents.model_adapter import (
+    ModelPlan,
+    build_model_plan,
+    model_config_for,
+    normalize_endpoint,
+    openai_base_url,
+)
 from tbench.archivist.loop import open_learning, split_holdout, with_control
 from tbench.bench.environments import EnvironmentFactory
 from tbench.bench.episode_store import EpisodeStore
@@ -33,6 +39,7 @@ from tbench.models.task import Task
 from tbench.models.trial import TrialSpec, WorkerJob
 from tbench.overnight.executor import Executor, SequentialExecutor, StopControl
 from tbench.report.run_report import write_reports
+from tbench.secrets import MASK, redact_url
 from tbench.stats.summaries import compute_delta, delta_baseline, episode_of, summarize_run
 
 Notify = Callable[[str], None]
@@ -62,8 +69,10 @@ class IterateOptions:
     agent_timeout_sec: float | None = None
 
 
+#: Endpoint settings whose URL credentials config.json does not keep: a resume takes them again (same URL).
+ENDPOINTS = ("ollama_endpoint", "openai_endpoint")
 #: Settings a resume may change: how the rest of the run is executed, not what it measures.
-RESUMABLE_SETTINGS = frozenset({"workers", "max_retries", "retry_backoff_sec"})
+RESUMABLE_SETTINGS = frozenset({"workers", "max_retries", "retry_backoff_sec", *ENDPOINTS})
 
 
 def check_output(output: Path) -> None:
@@ -97,6 +106,28 @@ def _check_ancestors(path: Path, what: str) -> None:
             if not parent.is_dir():
                 raise UserError(f"is below the file {parent}; choose another {what}", path=path)
             return
+
+
+def _with_endpoints(config: RunConfig, given: dict[str, str]) -> RunConfig:
+    """A resumed run's endpoints: the same URLs as before, their credentials (which config.json does not keep)
+    given again on the command line."""
+    settings = config.model_settings
+    for key, value in given.items():
+        url = normalize_endpoint(value, field=key) if key == "ollama_endpoint" else openai_base_url(value)
+        stored = getattr(settings, key)
+        if stored is None or redact_url(url) != redact_url(stored):
+            raise UserError(
+                f"differs from this run's {redact_url(stored or 'none')}; a resumed run keeps it", field=key
+            )
+        settings = settings.model_copy(update={key: url})
+    for key in ENDPOINTS:
+        value = getattr(settings, key)
+        if value is not None and MASK in value:
+            raise UserError(
+                f"{value}: config.json does not keep its credentials; give this option again, with them, to resume",
+                field=key,
+            )
+    return config.model_copy(update={"model_settings": settings})
 
 
 def new_run_id() -> str:
@@ -221,6 +252,8 @@ class Run:
         """Resume the run; `changes` may set the `RESUMABLE_SETTINGS` (recorded in config.json), nothing else."""
         config, state = load_run(state_path, field="resume")
         layout = RunLayout((state_path.parent if state_path.name.endswith(".json") else state_path).resolve())
+        changes = dict(changes or {})
+        config = _with_endpoints(config, {k: str(changes.pop(k)) for k in ENDPOINTS if k in changes})
         if changes:
             refused = sorted(set(changes) - RESUMABLE_SETTINGS)
             if refused:
