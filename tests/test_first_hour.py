@@ -15,7 +15,6 @@ import pytest
 
 from tbench.bench.formats import load_suite
 from tbench.errors import UserError
-from tbench.fsutil import ascii_slug
 from tests import taskfactory
 from tests.conftest import EXAMPLES, run_cli
 from tests.fake_ollama import FakeOllama, scripted
@@ -56,6 +55,8 @@ def tb2_folder(root: Path, names: list[str]) -> Path:
 
 
 def test_a_non_ascii_task_folder_loads_with_its_seven_siblings(tmp_path: Path) -> None:
+    from tbench.fsutil import ascii_slug
+
     decomposed = unicodedata.normalize("NFD", UNICODE_ID)  # typed on a Mac: the same id, other code points
     suite = tb2_folder(tmp_path / "suite", [decomposed, *(f"task-{i}" for i in range(7))])
     loaded = load_suite(suite)
@@ -80,6 +81,8 @@ def test_bad_task_ids_are_still_refused(tmp_path: Path, task_id: str, why: str) 
 
 
 def test_a_non_ascii_task_runs_in_a_container(engine: Any, tmp_path: Path) -> None:
+    from tbench.fsutil import ascii_slug
+
     suite = tb2_folder(tmp_path / "suite", [UNICODE_ID, "plain"])
     out = tmp_path / "run"
     proc = run_cli("--suite", str(suite), "--model", "oracle", "--iterations", "1", "--output", str(out),
