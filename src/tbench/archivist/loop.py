@@ -178,7 +178,8 @@ def open_learning(
             try:
                 transport.preflight()
             except UserError as exc:
-                raise UserError(f"the reflection model {spec}: {exc.render()}", field="reflect_model") from None
+                detail = exc.message if exc.path is None else exc.render()
+                raise UserError(f"the reflection model {spec}: {detail}", field="reflect_model") from None
 
         def factory() -> ChatTransport:
             return reflection_transport(spec, settings)
