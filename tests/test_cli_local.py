@@ -215,6 +215,10 @@ def test_kill_9_then_resume_loses_nothing_and_runs_nothing_twice(tmp_path: Path)
     args = first
     for _ in range(6):
         proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        if args is first:  # the random moments start once the run exists (a loaded machine starts slowly)
+            deadline = time.monotonic() + 120
+            while not (out / "state.json").exists() and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.05)
         time.sleep(rng.uniform(0.6, 2.5))
         if proc.poll() is not None:
             break
