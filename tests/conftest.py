@@ -1,5 +1,5 @@
-"""Shared fixtures. Container tests need an engine at DOCKER_HOST; under CI=true a missing engine fails them
-instead of skipping (they are mandatory there)."""
+"""Shared fixtures. Container tests need an engine at DOCKER_HOST; under CI (any `CI` but empty, `false` or `0`)
+a missing engine fails them instead of skipping (they are mandatory there)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,13 @@ ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "src" / "tbench" / "examples"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 BASE_IMAGE = "localhost/tbench-base:bookworm"
+
+
+def ci_mandatory(environ: dict[str, str] | None = None) -> bool:
+    """Whether tests that need the engine, the real LLM, the claude CLI or a browser must fail rather than skip
+    without it: under CI, i.e. any `CI` other than unset, empty, `false` or `0` (`CI=1` and `CI=True` count)."""
+    value = (os.environ if environ is None else environ).get("CI", "")
+    return value.strip().lower() not in ("", "false", "0")
 
 
 def run_cli(
@@ -41,8 +48,8 @@ def engine() -> Iterator[object]:
         client.ping()
         client.images.get(BASE_IMAGE)
     except Exception as exc:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"container engine or base image missing under CI=true: {exc}")
+        if ci_mandatory():
+            pytest.fail(f"container engine or base image missing under CI: {exc}")
         pytest.skip(f"no container engine with {BASE_IMAGE}: {exc} (run: source scripts/engine.sh)")
     yield client
     client.close()

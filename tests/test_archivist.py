@@ -34,7 +34,7 @@ from tbench.llm.ollama import OllamaTransport
 from tbench.models.lessons import HoldoutFile, Lesson, LessonFile, SuiteSplit, lesson_id
 from tbench.models.model_settings import ChatOptions
 from tbench.models.results import TrialResult
-from tests.conftest import EXAMPLES, run_cli
+from tests.conftest import EXAMPLES, ci_mandatory, run_cli
 from tests.fake_ollama import FakeOllama, Fault, Reply, scripted
 from tests.synthetic import FAIL, PASS, trial
 
@@ -512,8 +512,8 @@ def test_claude_code_gets_the_lessons_in_its_appended_system_prompt(fake: FakeOl
     """Reflection by a chat model (the stand-in Ollama); the agent is the real Claude Code CLI against the
     Anthropic API stub: iteration 2's requests carry the lesson, iteration 1's and a --memory off run's do not."""
     if shutil.which("claude") is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("the claude CLI is missing under CI=true")
+        if ci_mandatory():
+            pytest.fail("the claude CLI is missing under CI")
         pytest.skip("the claude CLI is not installed")
     from tests.fake_anthropic import FakeAnthropic, Turn
     from tests.fake_anthropic import scripted as anthropic_script

@@ -22,7 +22,7 @@ from tbench.models.results import TrialResult
 from tbench.models.task import Task
 from tbench.models.trajectory import Trajectory
 from tbench.models.trial import TrialSpec
-from tests.conftest import EXAMPLES, run_cli
+from tests.conftest import EXAMPLES, ci_mandatory, run_cli
 from tests.fake_anthropic import ApiError, FakeAnthropic, Turn, bash, scripted
 
 KEY = "sk-ant-api03-" + uuid.uuid4().hex + uuid.uuid4().hex
@@ -32,8 +32,8 @@ KEY = "sk-ant-api03-" + uuid.uuid4().hex + uuid.uuid4().hex
 def claude_cli() -> str:
     path = shutil.which("claude")
     if path is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("the claude CLI is missing under CI=true (scripts/test installs it)")
+        if ci_mandatory():
+            pytest.fail("the claude CLI is missing under CI (scripts/test installs it)")
         pytest.skip("the claude CLI is not installed: npm install -g @anthropic-ai/claude-code")
     return path
 
@@ -164,7 +164,8 @@ def test_max_turns_is_an_agent_failure_and_host_commands_stay_confined(tmp_path:
     canary = Path.home() / f".tbench-canary-{uuid.uuid4().hex}"
     canary.write_text("original\n")
     try:
-        script = scripted(Turn(tool_uses=[bash(f"echo pwned > {canary}")]), then=Turn(tool_uses=[bash("true")]))
+        attack = f"echo pwned > {canary}; echo pwned > /etc/tbench-canary"  # a private home; the system is read-only
+        script = scripted(Turn(tool_uses=[bash(attack)]), then=Turn(tool_uses=[bash("true")]))
         with FakeAnthropic(script) as stub:
             proc, out = _cli(tmp_path, stub, _suite(tmp_path), "--model", "claude-code", "--max-turns", "3")
         assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -257,3 +258,33 @@ def _cmdline(proc_dir: Path) -> bytes:
         return (proc_dir / "cmdline").read_bytes()
     except OSError:
         return b""
+
+
+def test_custom_headers_and_url_credentials_never_reach_a_file(tmp_path: Path) -> None:
+    """ANTHROPIC_CUSTOM_HEADERS reaches the API but is a secret: the agent prints it (whole and one header's
+    value alone) and the endpoint URL carries credentials; neither lands in anything the run writes or prints."""
+    header_value = "hv-" + uuid.uuid4().hex
+    headers = f"X-Tenant: {header_value}\nX-Other: plain"
+    password = "pw-" + uuid.uuid4().hex
+    leak = bash("echo \"$ANTHROPIC_CUSTOM_HEADERS\"; printenv ANTHROPIC_CUSTOM_HEADERS | head -1 | cut -d' ' -f2; env")
+    with FakeAnthropic(scripted(Turn(tool_uses=[leak]), then=Turn(text="done"))) as stub:
+        secret_url = stub.url.replace("http://", f"http://tenant:{password}@")
+        env = {**_env(stub, ANTHROPIC_CUSTOM_HEADERS=headers), "ANTHROPIC_BASE_URL": secret_url}
+        out = tmp_path / "run"
+        proc = run_cli("--suite", str(_suite(tmp_path)), "--iterations", "1", "--output", str(out),
+                       "--project-root", str(tmp_path), "--model", "claude-code", env=env)  # fmt: skip
+        requests = stub.agent_requests()
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert requests and requests[0].headers.get("X-Tenant") == header_value  # it was passed to Claude Code
+    raw = (out / "iterations/001/hello/agent/claude-code.jsonl").read_text()
+    assert "[REDACTED]" in raw  # the agent did print it
+    config = json.loads((out / "config.json").read_text())
+    assert config["model_settings"]["anthropic_base_url"] == secret_url.replace(password, "[REDACTED]")
+    for text in (proc.stdout, proc.stderr):
+        assert header_value not in text and password not in text
+    for path in [*out.rglob("*"), *(tmp_path / ".openagents").rglob("*")]:
+        if path.is_file():
+            data = path.read_bytes()
+            assert header_value.encode() not in data, f"a custom header's value was written to {path}"
+            assert password.encode() not in data, f"the endpoint's password was written to {path}"
+    _no_key_anywhere(out)

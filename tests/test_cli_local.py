@@ -140,8 +140,8 @@ def test_agent_and_test_timeouts_and_setup_failure(tmp_path: Path) -> None:
         (["--suite", "{examples}/local-suite.json", "--model", "oracle", "--iterations", "0"], "--iterations"),
         (["--suite", "{examples}/local-suite.json", "--model", "oracle", "--tasks", "zzz"], "no task matches"),
         (["--suite", "{bad}"], "not valid JSON"),
-        (["--resume", "/no/state.json"], "no such state file"),
-        (["--resume", "/no/state.json", "--iterations", "3"], "drop --iterations"),
+        (["--resume", "/no/state.json"], "--resume: no such run"),
+        (["--resume", "/no/state.json", "--iterations", "3"], "--iterations cannot change on --resume"),
         ([], "--suite: missing"),
     ],
 )
@@ -179,7 +179,7 @@ def test_existing_run_folder_is_never_overwritten(tmp_path: Path) -> None:
     assert run_cli(*args).returncode == 0
     before = (out / "config.json").read_text()
     proc = run_cli(*args)
-    assert proc.returncode == 2 and "--resume" in proc.stderr and "already exists" in proc.stderr
+    assert proc.returncode == 2 and "--resume" in proc.stderr and "is an earlier run" in proc.stderr
     assert (out / "config.json").read_text() == before
 
 
@@ -215,6 +215,10 @@ def test_kill_9_then_resume_loses_nothing_and_runs_nothing_twice(tmp_path: Path)
     args = first
     for _ in range(6):
         proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        if args is first:  # the random moments start once the run exists (a loaded machine starts slowly)
+            deadline = time.monotonic() + 120
+            while not (out / "state.json").exists() and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.05)
         time.sleep(rng.uniform(0.6, 2.5))
         if proc.poll() is not None:
             break

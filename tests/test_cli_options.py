@@ -118,5 +118,6 @@ def test_resume_error_with_a_path_prints_the_flag(tmp_path: Path) -> None:
     proc = run_cli("--resume", str(state), timeout=120)
     assert proc.returncode == 2, (proc.stdout, proc.stderr)
     assert proc.stderr.strip() == (
-        f"tbench: error: {state}: --resume: no such state file; pass the state.json of an earlier run"
+        f"tbench: error: {state}: --resume: no such run: no state.json here; give a run folder tbench wrote "
+        "(or its state.json)"
     )

@@ -7,7 +7,8 @@ import multiprocessing
 from pathlib import Path
 
 from tbench.bench.episode_store import EpisodeStore
-from tbench.models.episode import Episode, EpisodeSummary, episode_status
+from tbench.fsutil import atomic_write_model
+from tbench.models.episode import BaselineChoice, Episode, EpisodeSummary, episode_status
 
 
 def make(i: int, *, run: str = "r1", model: str = "oracle", rate: float = 1.0, finished: str = "") -> Episode:
@@ -43,14 +44,47 @@ def test_record_query_baseline(tmp_path: Path) -> None:
 
 
 def test_status_thresholds() -> None:
-    assert [episode_status(r) for r in (1.0, 0.8, 0.79, 0.3, 0.29, 0.0)] == [
+    """The seed's rule: success above 0.5; the rest split into partial (something passed) and failed."""
+    rates = (1.0, 0.8, 0.6, 0.51, 0.5, 0.3, 0.01, 0.0, None)
+    assert [episode_status(r) for r in rates] == [
+        "success",
+        "success",
         "success",
         "success",
         "partial",
         "partial",
+        "partial",
         "failed",
-        "failed",
+        "no_graded_trials",
     ]
+
+
+def test_get_baseline_honours_baseline_set(tmp_path: Path) -> None:
+    """`tbench baseline set` wins over the latest success, for its suite; a run is never its own baseline."""
+    store = EpisodeStore(tmp_path / "gym")
+    store.record(make(1, run="good", rate=1.0, finished="2026-01-01T01:00:00Z"))
+    store.record(make(1, run="chosen", rate=0.25, finished="2026-01-01T00:01:00Z"))
+    store.record(make(2, run="chosen", rate=0.5, finished="2026-01-01T00:02:00Z"))
+    assert store.get_baseline().id == "good-001"  # type: ignore[union-attr]
+    choice = BaselineChoice(
+        run_id="chosen", run_dir=str(tmp_path / "chosen"), suite_name="s", model="oracle", set_at="x"
+    )
+    atomic_write_model(tmp_path / "gym" / "baseline.json", choice)
+    assert store.get_baseline().id == "chosen-002"  # type: ignore[union-attr]  # its latest iteration
+    atomic_write_model(tmp_path / "gym" / "baseline.json", choice.model_copy(update={"iteration": 1}))
+    assert store.get_baseline(suite_name="s").id == "chosen-001"  # type: ignore[union-attr]
+    assert store.get_baseline(exclude_run_id="chosen") is None
+    assert store.get_baseline(suite_name="other") is None  # a choice for another suite does not apply
+    assert store.get_baseline(model="nop") is None
+
+
+def test_a_typical_agent_gets_an_automatic_baseline(tmp_path: Path) -> None:
+    """5 of 8 passed (62.5%): a success by the seed's rule, so the next run's report measures against it."""
+    store = EpisodeStore(tmp_path / "gym")
+    store.record(make(1, run="typical", rate=0.625))
+    store.record(make(1, run="weak", rate=0.5, finished="2026-01-02T00:00:00Z"))
+    assert store.get_baseline(suite_name="s", exclude_run_id="next").id == "typical-001"  # type: ignore[union-attr]
+    assert store.get_baseline(suite_name="s", exclude_run_id="typical") is None
 
 
 def test_torn_line_is_skipped(tmp_path: Path) -> None:

@@ -337,8 +337,9 @@ def test_agent_commands_on_the_host_cannot_write_outside_the_workspace(fake: Fak
         fake.add_model(
             "escaper",
             scripted(
-                Reply(tool_calls=[("shell", {"command": f"echo pwned > {canary}"})]),
-                Reply(tool_calls=[("write_file", {"path": str(canary), "content": "pwned"})]),
+                # the home is private (a write lands nowhere), the system read-only
+                Reply(tool_calls=[("shell", {"command": f"echo pwned > {canary}; echo pwned > /etc/tbench-canary"})]),
+                Reply(tool_calls=[("write_file", {"path": f"/etc/{canary.name}", "content": "pwned"})]),
                 Reply(tool_calls=[("shell", {"command": f"echo pwned > {tmp_canary}; cat {tmp_canary}"})]),
                 Reply(tool_calls=[("shell", {"command": "printf 'Hello, world!\\n' > hello.txt"})]),
             ),

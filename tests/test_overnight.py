@@ -107,9 +107,10 @@ def test_sigkill_orchestrator_at_random_moments_then_resume(engine: Any, tmp_pat
     kills, args = 0, first
     for _ in range(8):
         proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.time() + 120  # a loaded machine may take seconds to start: kill a run, not its start-up
-        while kills == 0 and not (out / "state.json").exists() and proc.poll() is None and time.time() < deadline:
-            time.sleep(0.05)
+        if args is first:  # the random moments start once the run exists (a loaded machine starts slowly)
+            deadline = time.monotonic() + 120
+            while not (out / "state.json").exists() and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.05)
         time.sleep(rng.uniform(1.0, 4.0))
         if proc.poll() is not None:
             break

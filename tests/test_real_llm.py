@@ -4,7 +4,7 @@ driven through `tbench-iterate --model openai:…` on a bundled task in a real c
 `scripts/local-llm.sh build` (run by scripts/test) builds the server and assembles the model into a cache; this
 module starts the server from there. Only the plumbing is asserted — tool calls executed in the container,
 results and tokens recorded, trajectory saved — never that a 1.5B model solves the task: its outcome is written
-to test-artifacts/realllm.jsonl. Mandatory under CI=true, like the container tests.
+to test-artifacts/realllm.jsonl. Mandatory under CI, like the container tests.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import pytest
 from filelock import FileLock
 
 from tbench.models.trajectory import Trajectory
-from tests.conftest import EXAMPLES, ROOT, run_cli
+from tests.conftest import EXAMPLES, ROOT, ci_mandatory, run_cli
 
 SCRIPT = ROOT / "scripts" / "local-llm.sh"
 MODEL = "qwen2.5-coder-1.5b"
@@ -64,8 +64,8 @@ def llm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     built = [cache / "build-server/bin/llama-server", cache / "model/qwen25-bracket.jinja"]
     if not all(p.exists() for p in built):
         why = f"no local LLM in {cache} (run: scripts/local-llm.sh build)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{why} under CI=true")
+        if ci_mandatory():
+            pytest.fail(f"{why} under CI")
         pytest.skip(why)
     # One model server at a time on this machine: two test runs (a developer's and CI's) sharing 2 cores would
     # each slow the other several-fold.

@@ -150,8 +150,8 @@ def test_episodes_queries_the_store(runs: Runs) -> None:
         (("episodes", "--limit", "-1"), "--limit: must be 0 (all) or more (got -1)"),
         (("compare", "{nop}", "{nop}", "--resamples", "10"), "--resamples: must be at least 100 (got 10)"),
         (("compare", "{root}", "{nop}"), "not a run folder, an iteration folder or a results.json"),
-        (("report", "{root}/nothing"), "no such state file"),
-        (("baseline", "set", "{root}"), "no such state file"),
+        (("report", "{root}/nothing"), "no such run"),
+        (("baseline", "set", "{root}"), "no such run"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(runs: Runs, args: tuple[str, ...], message: str) -> None:
@@ -190,3 +190,17 @@ def test_a_run_stopped_before_its_first_iteration_still_gets_both_reports(runs: 
     assert 'class="banner none"' in (tmp_path / "report.html").read_text()
     proc = tbench("report", str(tmp_path))
     assert proc.returncode == 0 and "no finished iteration to compare with it yet" in proc.stdout
+
+
+def test_a_run_that_passes_most_tasks_becomes_the_automatic_baseline(tmp_path: Path) -> None:
+    """5 of 8 tasks passed (62.5%, above the seed's 0.5): the next run's report measures against it, found by
+    `EpisodeStore.get_baseline` (the one rule the reports use)."""
+    broken = [{**ok_task(f"hard-{i}"), "solution": "true"} for i in range(3)]  # the oracle fails these
+    suite = write_suite(tmp_path / "mixed.json", "mixed", [ok_task(f"task-{i}") for i in range(5)] + broken)
+    iterate(suite, tmp_path / "first", tmp_path, "oracle", 1, "typical")
+    episodes = (tmp_path / ".openagents/gym/episodes.jsonl").read_text()
+    assert json.loads(episodes)["status"] == "success" and json.loads(episodes)["summary"]["passRate"] == 0.625
+    second = iterate(suite, tmp_path / "second", tmp_path, "oracle", 1, "again")
+    header = (second / "report.md").read_text().splitlines()[2]
+    assert header.startswith("> No significant change against the baseline `typical@1`"), header
+    assert "the latest successful episode `typical-001`" in header

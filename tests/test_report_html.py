@@ -1,10 +1,9 @@
 """report.html in a real headless Chromium (Debian's `chromium`, installed by scripts/test): it loads from
 disk with no console error and no network request, its plotly charts render, every link it holds resolves,
-and a screenshot lands in test-artifacts/. Mandatory under CI=true."""
+and a screenshot lands in test-artifacts/. Mandatory under CI."""
 
 from __future__ import annotations
 
-import os
 import random
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +13,7 @@ import pytest
 
 from tbench.models.results import TrialResult
 from tests.browser import Chromium, find_chromium
-from tests.conftest import ROOT
+from tests.conftest import ROOT, ci_mandatory
 from tests.reportfixtures import counter_task, iterate, ok_task, tbench, write_suite
 from tests.synthetic import FAIL, INFRA, PASS, TIMEOUT, trial, write_run
 
@@ -26,8 +25,8 @@ LINKS = "Array.from(document.querySelectorAll('a[href]')).map(a => a.getAttribut
 def chromium() -> Iterator[str]:
     binary = find_chromium()
     if binary is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("chromium is missing under CI=true (scripts/test installs it: apt-get install -y chromium)")
+        if ci_mandatory():
+            pytest.fail("chromium is missing under CI (scripts/test installs it: apt-get install -y chromium)")
         pytest.skip("no chromium (apt-get install -y chromium)")
     yield binary
 

@@ -7,12 +7,17 @@ import hashlib
 import os
 import re
 import tempfile
+import unicodedata
 from pathlib import Path
 
 from pydantic import BaseModel
 
-_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_SAFE = re.compile(r"[^\w.-]+")
+"""Anything but (Unicode) letters, digits, '_', '.' and '-'."""
+_NOT_ASCII_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+"""Run ids: ASCII, as they name containers and images directly."""
+MAX_ID_LEN = 128
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 
@@ -44,12 +49,48 @@ def atomic_write_model(path: Path, model: BaseModel, *, by_alias: bool = False) 
     atomic_write_text(path, model.model_dump_json(indent=2, by_alias=by_alias) + "\n")
 
 
+def id_problem(value: str) -> str | None:
+    """Why `value` (NFC-normalised) cannot be a task id, or None when it can: Unicode letters and digits, '.',
+    '_' and '-', not starting with '.' or '-', at most 128 characters — so it is safe as a folder name."""
+    if not value:
+        return "it is empty"
+    if any(unicodedata.category(c).startswith("C") for c in value):
+        return "it contains a control character"
+    if "/" in value or "\\" in value:
+        return "it contains a path separator"
+    if value[0] in ".-":
+        return f"it starts with {value[0]!r}"
+    if len(value) > MAX_ID_LEN:
+        return f"it is longer than {MAX_ID_LEN} characters"
+    bad = sorted({c for c in value if not (c.isalnum() or c in "._-")})
+    if bad:
+        return f"it contains {' '.join(repr(c) for c in bad)}"
+    return None
+
+
+def nfc(text: str) -> str:
+    return unicodedata.normalize("NFC", text)
+
+
 def safe_name(name: str, *, max_len: int = 80) -> str:
-    """A folder name made from untrusted text: no separators, no dot-dot, never empty."""
-    slug = _SAFE.sub("_", name).strip("._-")[:max_len]
+    """A folder name made from untrusted text: no separators, no dot-dot, never empty. A valid task id
+    (Unicode letters and digits included) is kept as it is."""
+    slug = _SAFE.sub("_", nfc(name)).strip("._-")[:max_len]
     if not slug:
         slug = "task_" + hashlib.sha256(name.encode()).hexdigest()[:12]
     return slug
+
+
+def ascii_slug(name: str, *, max_len: int = 60) -> str:
+    """An ASCII name for what an engine names (image tags, container names, labels): the text with accents
+    dropped and anything else replaced, plus a hash of the original whenever that changed it, so two ids
+    that differ only outside ASCII never share a name. ASCII-safe text is kept as it is."""
+    plain = "".join(c for c in unicodedata.normalize("NFKD", name) if not unicodedata.combining(c))
+    slug = _NOT_ASCII_SAFE.sub("_", plain).strip("._-")
+    if slug == name and len(slug) <= max_len:
+        return slug
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+    return f"{slug[: max_len - 9].rstrip('._-')}-{digest}" if slug else f"id-{digest}"
 
 
 def child_path(root: Path, *parts: str) -> Path:

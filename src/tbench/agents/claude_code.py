@@ -35,6 +35,7 @@ from tbench.agents.base import AgentContext, AgentNeeds, AgentResult, ModelRunne
 from tbench.agents.prompts import claude_code_append_prompt
 from tbench.agents.trajectory import TrajectoryRecorder
 from tbench.bench.environments.base import Environment
+from tbench.bench.environments.local import SYSTEM_DIRS
 from tbench.errors import FailureMode, UserError
 from tbench.models.common import Tokens, utcnow
 from tbench.models.task import Task
@@ -333,14 +334,19 @@ class ClaudeCodeAgent(ModelRunner):
                 ro_mounts=((str(self.binary), CONTAINER_BIN),),
                 host_network=is_loopback_url(self.base_url()),
             )
-        return AgentNeeds(allow_unconfined=self.config.unsafe_host_agent)
+        # A confined host workspace sees the system folders only: a `claude` installed elsewhere (~/.local) is
+        # mounted read-only, its folder with it.
+        real = self.binary.resolve()
+        system = any(real.is_relative_to(d) for d in SYSTEM_DIRS if not os.path.islink(d))
+        mounts = () if system else ((str(real.parent), str(real.parent)),)
+        return AgentNeeds(ro_mounts=mounts, allow_unconfined=self.config.unsafe_host_agent)
 
     def _exec_env(self, env: Environment, ctx: AgentContext, append: str) -> dict[str, str]:
         out = {k: v for k in PASSTHROUGH if (v := os.environ.get(k))}
         out.update(FIXED_ENV)
         out["TBENCH_INSTRUCTION"] = ctx.instruction
         out["TBENCH_APPEND"] = append
-        out["TBENCH_CLAUDE"] = CONTAINER_BIN if env.task.environment.kind == "docker" else str(self.binary)
+        out["TBENCH_CLAUDE"] = CONTAINER_BIN if env.task.environment.kind == "docker" else str(self.binary.resolve())
         return out
 
     def _command(self, ctx: AgentContext) -> str:

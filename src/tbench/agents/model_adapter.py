@@ -103,6 +103,8 @@ def normalize_endpoint(value: str, *, default_port: int = OLLAMA_PORT, field: st
     if port is None and not has_scheme:
         port = default_port
     netloc = f"{host}:{port}" if port is not None else host
+    if parts.username:  # credentials are kept for the server (and redacted in every file: secrets.py)
+        netloc = f"{parts.netloc.rpartition('@')[0]}@{netloc}"
     return f"{parts.scheme}://{netloc}{parts.path}"
 
 

@@ -50,6 +50,8 @@ def learning_from_flags(given: dict[str, Any], task_ids: list[str] | None = None
         raise UserError("needs held-out tasks to run on; add --holdout FRACTION", field="control")
     if flags.get("control") and memory == "off":
         raise UserError("compares memory against none; add --learn or --memory read", field="control")
+    if holdout > 0 and memory == "off":
+        raise UserError("holds tasks out of learning, but memory is off; add --learn or --memory read", field="holdout")
     if flags.get("reflect_model") and memory != "learn":
         raise UserError("only matters with --learn (or --memory learn)", field="reflect_model")
     budget = flags.get("reflect_budget")
@@ -189,17 +191,30 @@ def open_learning(
     run_model: str,
     settings: ModelSettings,
     suite_task_ids: list[str] | None = None,
+    *,
+    preflight: bool = False,
 ) -> Learning:
-    """The run's `Learning`; the reflection model is checked here, before any run folder exists."""
+    """The run's `Learning`. With `preflight` (before any run folder exists) the lesson store is read and the
+    reflection model asked whether it is there, so a damaged lessons.json or an absent model is one line now,
+    not a surprise at the first trial or a skipped reflection at dawn."""
     factory: Callable[[], ChatTransport] | None = None
+    store = MemoryStore.for_project(project_root)
+    if preflight and config.memory != "off":
+        store.load()
     if config.memory == "learn":
         spec = config.reflect_model or run_model
-        reflection_transport(spec, settings)  # fail fast
+        transport = reflection_transport(spec, settings)  # fail fast
+        if preflight:
+            try:
+                transport.preflight()
+            except UserError as exc:
+                detail = exc.message if exc.path is None else exc.render()
+                raise UserError(f"the reflection model {spec}: {detail}", field="reflect_model") from None
 
         def factory() -> ChatTransport:
             return reflection_transport(spec, settings)
 
     return Learning(
-        config, MemoryStore.for_project(project_root), suite_name, frozenset(suite_task_ids or ()),
-        EpisodeStore(ProjectLayout(project_root).gym_dir), factory,
+        config, store, suite_name, frozenset(suite_task_ids or ()), EpisodeStore(ProjectLayout(project_root).gym_dir),
+        factory,
     )  # fmt: skip

@@ -22,6 +22,7 @@ from tbench import __version__
 from tbench.cli.lessons_cmds import register as register_lessons_commands
 from tbench.cli.report_cmds import register as register_report_commands
 from tbench.errors import UserError
+from tbench.secrets import redact_url
 
 if TYPE_CHECKING:
     from tbench.overnight.executor import Executor
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     from tbench.overnight.ray_executor import RayCluster
 
 app = typer.Typer(
+    rich_markup_mode=None,
     name="tbench",
     help="Run Terminal-Bench suites overnight in real containers; record, compare and learn.",
     no_args_is_help=True,
@@ -45,19 +47,35 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
 
 
 # Options shared by `iterate` and `overnight` (the overnight runner takes every iterate flag).
-SuiteOpt = Annotated[Path | None, typer.Option(help="Task folder, folder of tasks (TB2/TB1), or suite .json")]
-OutputOpt = Annotated[Path | None, typer.Option(help="Run folder (default results/YYYYMMDD)")]
+SuiteOpt = Annotated[
+    Path | None, typer.Option(help="Task folder, folder of tasks (TB2/TB1), or suite .json [required unless --resume]")
+]
+OutputOpt = Annotated[Path | None, typer.Option(help="Run folder [default: results/YYYYMMDD]")]
 IterationsOpt = Annotated[int | None, typer.Option(help="How many times to run the suite [default: 10]")]
 ModelOpt = Annotated[
     str | None,
     typer.Option(help="claude-code[:<model>], ollama:<name>, openai:<name>, oracle or nop [default: claude-code]"),
 ]
-ResumeOpt = Annotated[Path | None, typer.Option(help="PATH/state.json of an interrupted run")]
+ResumeOpt = Annotated[Path | None, typer.Option(help="PATH/state.json of an interrupted run [default: a new run]")]
 TimeoutOpt = Annotated[float | None, typer.Option(help="Agent time limit (s) for tasks that set none [default: 3600]")]
-MaxTurnsOpt = Annotated[int | None, typer.Option(help="Agent turn cap for tasks that set none")]
-RunIdOpt = Annotated[str | None, typer.Option(help="Run id (default tbrun-YYYYMMDD-HHMMSS-xxxx)")]
-TasksOpt = Annotated[list[str] | None, typer.Option(help="Only tasks whose id or name matches (glob, repeatable)")]
-ProjectRootOpt = Annotated[Path | None, typer.Option(help="Where .openagents/gym lives (default: cwd)")]
+TimeoutMultiplierOpt = Annotated[
+    float | None,
+    typer.Option(help="Multiply every agent and verifier time limit a task sets, e.g. 2.7 for a slow local model "
+                 "[default: 1]"),
+]  # fmt: skip
+AgentTimeoutOpt = Annotated[
+    float | None, typer.Option(help="Agent time limit (s) for every task, overriding the task's own [default: none]")
+]
+SkipInvalidOpt = Annotated[
+    bool,
+    typer.Option("--skip-invalid", help="Run the valid tasks of a suite that has invalid ones (listed in the report)"),
+]
+MaxTurnsOpt = Annotated[int | None, typer.Option(help="Agent turn cap for tasks that set none [default: no cap]")]
+RunIdOpt = Annotated[str | None, typer.Option(help="Run id [default: tbrun-YYYYMMDD-HHMMSS-xxxx]")]
+TasksOpt = Annotated[
+    list[str] | None, typer.Option(help="Only tasks whose id or name matches (glob, repeatable) [default: all]")
+]
+ProjectRootOpt = Annotated[Path | None, typer.Option(help="Where .openagents/gym lives [default: cwd]")]
 DebugOpt = Annotated[bool, typer.Option(help="Show tracebacks")]
 OllamaEndpointOpt = Annotated[
     str | None, typer.Option(help="Ollama server, URL or host[:port] [default: $OLLAMA_HOST or http://localhost:11434]")
@@ -65,18 +83,23 @@ OllamaEndpointOpt = Annotated[
 OpenAIEndpointOpt = Annotated[
     str | None,
     typer.Option(
-        help="OpenAI-compatible server for openai:<name>, e.g. http://127.0.0.1:8080/v1 [default: "
-        "$OPENAI_BASE_URL or https://api.openai.com/v1]; the key comes from $OPENAI_API_KEY"
+        help="OpenAI-compatible server for openai:<name>, e.g. http://127.0.0.1:8080/v1; the key comes from "
+        "$OPENAI_API_KEY [default: $OPENAI_BASE_URL or https://api.openai.com/v1]"
     ),
 ]
 ModelOptionOpt = Annotated[
     list[str] | None,
-    typer.Option(help="Model call setting KEY=VALUE, repeatable: num_ctx, temperature, seed, keep_alive, ..."),
+    typer.Option(
+        help="Model call setting KEY=VALUE, repeatable: num_ctx, temperature, seed, keep_alive, ... [default: none]"
+    ),
 ]
 ValidationRateOpt = Annotated[
-    float | None, typer.Option(help="Share of trials (0-1) run by Claude Code instead of --model, chosen per trial")
+    float | None,
+    typer.Option(help="Share of trials (0-1) run by Claude Code instead of --model, chosen per trial [default: 0]"),
 ]
-SeedOpt = Annotated[int | None, typer.Option(help="Seed of the per-trial model choice (and of the model's sampler)")]
+SeedOpt = Annotated[
+    int | None, typer.Option(help="Seed of the per-trial model choice (and of the model's sampler) [default: 0]")
+]
 LearnOpt = Annotated[
     bool, typer.Option("--learn", help="Reflect between iterations and inject lessons (= --memory learn)")
 ]
@@ -88,7 +111,9 @@ ReflectModelOpt = Annotated[
 ]
 HoldoutOpt = Annotated[
     float | None,
-    typer.Option(help="Share of tasks (0-1) held out of learning for the proof; drawn once per project and kept"),
+    typer.Option(
+        help="Share of tasks (0-1) held out of learning for the proof; drawn once per project and kept [default: 0]"
+    ),
 ]
 ReflectBudgetOpt = Annotated[
     int | None, typer.Option(help="Tokens of trials shown to the reflection model per iteration [default: 6000]")
@@ -127,9 +152,12 @@ SHARED_OPTIONS: tuple[inspect.Parameter, ...] = (
     _option("model", ModelOpt),
     _option("resume", ResumeOpt),
     _option("timeout", TimeoutOpt),
+    _option("timeout_multiplier", TimeoutMultiplierOpt),
+    _option("agent_timeout", AgentTimeoutOpt),
     _option("max_turns", MaxTurnsOpt),
     _option("run_id", RunIdOpt),
     _option("tasks", TasksOpt),
+    _option("skip_invalid", SkipInvalidOpt, False),
     _option("project_root", ProjectRootOpt),
     _option("ollama_endpoint", OllamaEndpointOpt),
     _option("openai_endpoint", OpenAIEndpointOpt),
@@ -184,7 +212,9 @@ OVERNIGHT_OPTIONS: tuple[inspect.Parameter, ...] = (
     ),
     _option(
         "stop_after_iteration",
-        Annotated[int | None, typer.Option(help="Stop (resumably) once this iteration has finished")],
+        Annotated[
+            int | None, typer.Option(help="Stop (resumably) once this iteration has finished [default: run all]")
+        ],
     ),
     _option("memory_reserve_mb", Annotated[int, typer.Option(help="Free RAM never used by starting a trial")], 2048),
     _option("task_memory_mb", Annotated[int, typer.Option(help="Memory assumed for tasks that declare none")], 2048),
@@ -201,6 +231,7 @@ FIELD_FLAGS = {
     "timeout_sec": "--timeout",
     "max_outage_sec": "--max-outage",
     "budget_hint": "--no-budget-hint",
+    "agent_timeout_sec": "--agent-timeout",
     "retry_backoff_sec": "--retry-backoff",
     "holdout_fraction": "--holdout",
     "lesson_id": "LESSON_ID",
@@ -250,27 +281,40 @@ def _notify(line: str) -> None:
     console.print(line, markup=False, soft_wrap=True)
 
 
+#: Settings a resumed run may take (how the rest is executed, not what it measures; an endpoint only as the
+#: same URL, to give back credentials config.json does not keep); the runner's own flags
+#: (`--stop-after-iteration`, the resource and watchdog knobs, `--debug`) are never part of config.json.
+RESUME_FLAGS = ("workers", "max_retries", "retry_backoff_sec", "ollama_endpoint", "openai_endpoint")
+#: Field names the CLI gives core settings.
+CORE_NAMES = {"timeout": "timeout_sec", "agent_timeout": "agent_timeout_sec", "max_outage": "max_outage_sec"}
+
+
 def _open_run(
     settings: dict[str, Any], resume: Path | None, preflight: Callable[[list[Any]], None] | None = None, **defaults: Any
 ) -> Run:
-    """Create a run from `settings` (flag name → value, None = not given), or resume one; a resumed run
-    keeps its config.json, so any setting given with --resume is refused rather than silently ignored."""
+    """Create a run from `settings` (flag name → value, None = not given), or resume one. A resumed run keeps
+    its config.json: the flags in RESUME_FLAGS may change, any other is refused rather than silently ignored."""
     from tbench.agents.model_adapter import DEFAULT_MODEL, model_settings_from_flags
     from tbench.archivist.loop import learning_from_flags
     from tbench.overnight.iterate import IterateOptions, Run
 
+    given = {CORE_NAMES.get(k, k): v for k, v in settings.items() if v is not None}
     if resume is not None:
-        clash = [flag_for(name) for name, value in settings.items() if value is not None]
-        if clash:
+        refused = [name for name in given if name not in RESUME_FLAGS]
+        if refused:
+            allowed = ", ".join(flag_for(n) for n in RESUME_FLAGS)
             raise UserError(
-                f"a resumed run keeps the settings in its config.json; drop {', '.join(clash)}", field="resume"
+                f"{', '.join(flag_for(n) for n in refused)} cannot change on --resume: the run keeps what its "
+                f"config.json says so all its iterations measure the same thing (you may change {allowed}, "
+                "--stop-after-iteration, the resource flags and --debug); start a new run to change it",
+                field="resume",
             )
-        run = Run.resume(resume, _notify, preflight)
-        _notify(f"Resuming {run.config.run_id} in {run.dir}")
+        run = Run.resume(resume, _notify, given, preflight)
+        changed = ", ".join(f"{flag_for(k)} {redact_url(str(v))}" for k, v in given.items())
+        _notify(f"Resuming {run.config.run_id} in {run.dir}" + (f" with {changed}" if changed else ""))
         return run
     if settings["suite"] is None:
         raise UserError("missing; give --suite PATH (or --resume PATH/state.json)", field="suite")
-    given = {k: v for k, v in settings.items() if v is not None}
     given["models"] = model_settings_from_flags(given)
     given["learning"] = learning_from_flags(given)
     opts = IterateOptions(
@@ -279,7 +323,7 @@ def _open_run(
             "model": DEFAULT_MODEL,
             "timeout_sec": 3600.0,
             **defaults,
-            **{_OPTION_FIELDS.get(k, k): v for k, v in given.items() if k != "no_budget_hint"},
+            **{k: v for k, v in given.items() if k != "no_budget_hint"},
             "budget_hint": not given.get("no_budget_hint"),
             "tasks": tuple(given.get("tasks") or ()),
         }
@@ -290,9 +334,6 @@ def _open_run(
         f"model {run.config.model} → {run.dir}"
     )
     return run
-
-
-_OPTION_FIELDS = {"timeout": "timeout_sec", "max_outage": "max_outage_sec"}
 
 
 def _resume_hint(run: Run) -> str:
@@ -496,7 +537,7 @@ def main() -> None:
 
 
 def _single(command: Callable[..., None]) -> None:
-    single = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+    single = typer.Typer(rich_markup_mode=None, add_completion=False, pretty_exceptions_enable=False)
     single.command()(command)
     _run(single)
 

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 console = Console(highlight=False, width=1000)
 ProjectRoot = Annotated[
-    Path | None, typer.Option("--project-root", help="Where .openagents/memory lives (default: cwd)")
+    Path | None, typer.Option("--project-root", help="Where .openagents/memory lives [default: cwd]")
 ]
 
 
@@ -33,7 +33,9 @@ def _store(project_root: Path | None) -> MemoryStore:
     return MemoryStore.for_project((project_root or Path.cwd()).resolve())
 
 
-lessons = typer.Typer(help="The Archivist's lessons: list, inspect, reflect on a run, retire, export, import.")
+lessons = typer.Typer(
+    rich_markup_mode=None, help="The Archivist's lessons: list, inspect, reflect on a run, retire, export, import."
+)
 
 
 @lessons.command("list")
@@ -148,7 +150,7 @@ def reflect_cmd(
     split = read_split(store.root)
     if split is not None and config.suite_name in split.suites:  # the project's held-out tasks stay unseen too
         held |= set(split.suites[config.suite_name].held_out)
-    suite_tasks = load_suite(Path(config.suite)).tasks
+    suite_tasks = load_suite(Path(config.suite), skip_invalid=True).tasks
     train = [t for t in suite_tasks if t.id not in held]
     chosen = [it for it in folder.iterations if iteration is None or it.iteration == iteration]
     if not chosen:

@@ -23,7 +23,7 @@ from tbench.models.grading import rate_text
 console = Console(highlight=False, width=1000)
 """Wide: long ids and paths are printed whole (a terminal wraps them) rather than cut with an ellipsis."""
 
-ProjectRoot = Annotated[Path | None, typer.Option("--project-root", help="Where .openagents/gym lives (default: cwd)")]
+ProjectRoot = Annotated[Path | None, typer.Option("--project-root", help="Where .openagents/gym lives [default: cwd]")]
 _RELATIVE = re.compile(r"^(\d+)([smhdw])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 _OUTCOMES = ("pass", "fail", "timeout", "error")
@@ -116,13 +116,15 @@ def compare(
 
 
 def episodes(
-    model: Annotated[str | None, typer.Option(help="Only this model label, e.g. oracle")] = None,
-    run_id: Annotated[str | None, typer.Option(help="Only this run")] = None,
-    since: Annotated[str | None, typer.Option(help="Finished at or after: 7d, 12h, 30m or an ISO date/time")] = None,
+    model: Annotated[str | None, typer.Option(help="Only this model label, e.g. oracle [default: all]")] = None,
+    run_id: Annotated[str | None, typer.Option(help="Only this run [default: all]")] = None,
+    since: Annotated[
+        str | None, typer.Option(help="Finished at or after: 7d, 12h, 30m or an ISO date/time [default: any time]")
+    ] = None,
     trials: Annotated[bool, typer.Option("--trials", help="List trials instead of episodes")] = False,
-    task: Annotated[str | None, typer.Option(help="Only this task id (lists trials)")] = None,
+    task: Annotated[str | None, typer.Option(help="Only this task id (lists trials) [default: all]")] = None,
     status: Annotated[
-        str | None, typer.Option(help="Only this outcome: pass, fail, timeout, error (lists trials)")
+        str | None, typer.Option(help="Only this outcome: pass, fail, timeout, error (lists trials) [default: all]")
     ] = None,
     limit: Annotated[int, typer.Option(help="At most this many, newest first; 0 for all")] = 50,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON (episodes as stored in episodes.jsonl)")] = False,
@@ -186,14 +188,16 @@ def _print(table: Table, shown: int, total: int, noun: str) -> None:
 
 # ---------------------------------------------------------------- baseline
 
-baseline_app = typer.Typer(help="The run that reports and the overnight verdict measure against.", no_args_is_help=True)
+baseline_app = typer.Typer(
+    rich_markup_mode=None, help="The run that reports and the overnight verdict measure against.", no_args_is_help=True
+)
 
 
 @baseline_app.command("set")
 def baseline_set(
     run_dir: Annotated[Path, typer.Argument(help="A finished (or partly finished) run folder")],
     iteration: Annotated[
-        int | None, typer.Option(help="Only this iteration of the run (default: all finished)")
+        int | None, typer.Option(help="Only this iteration of the run [default: all finished]")
     ] = None,
     project_root: ProjectRoot = None,
 ) -> None:

@@ -12,7 +12,8 @@ from tbench.models.common import Versioned
 from tbench.models.results import Summary
 
 EpisodeStatus = Literal["success", "partial", "failed", "no_graded_trials"]
-"""success: pass rate ≥ 0.8, partial ≥ 0.3, failed below; no_graded_trials: every trial ended ungraded (infra
+"""success: pass rate > 0.5 (the seed's rule); partial: above 0 and at most 0.5; failed: nothing passed;
+no_graded_trials: every trial ended ungraded (infra
 or build errors), so the iteration says nothing about the agent — its passRate is null and it is never a
 baseline."""
 
@@ -74,12 +75,13 @@ class Episode(_Camel):
 
 
 def episode_status(pass_rate: float | None) -> EpisodeStatus:
-    """success ≥ 0.8, partial ≥ 0.3, else failed (the thresholds the original tool used); None: nothing graded."""
+    """The seed's `passRate > 0.5 ? "success" : "failed"`, with the failures split: `partial` when some graded
+    trial passed, `failed` when none did; None (nothing graded): `no_graded_trials`."""
     if pass_rate is None:
         return "no_graded_trials"
-    if pass_rate >= 0.8:
+    if pass_rate > 0.5:
         return "success"
-    if pass_rate >= 0.3:
+    if pass_rate > 0:
         return "partial"
     return "failed"
 

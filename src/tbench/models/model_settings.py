@@ -6,7 +6,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator
+
+from tbench.secrets import real_url, stored_url
 
 ModelType = Literal["claude-code", "ollama", "openai", "oracle", "nop"]
 
@@ -49,6 +51,16 @@ class ModelConfig(BaseModel):
     unsafe_host_agent: bool = False
     """The user accepted running this agent's commands unconfined on the host where no sandbox exists."""
 
+    @field_validator("endpoint")
+    @classmethod
+    def _restore(cls, value: str | None) -> str | None:
+        return real_url(value)
+
+    @field_serializer("endpoint")
+    def _redact(self, value: str | None) -> str | None:
+        """worker-job.json holds no credentials; the worker restores them from its inherited environment."""
+        return stored_url(value)
+
     @property
     def label(self) -> str:
         """How the model is named in results and episodes: the `--model` string, normalised."""
@@ -70,6 +82,16 @@ class ModelSettings(BaseModel):
     claude_validation_rate: float = Field(default=0.0, ge=0.0, le=1.0)
     seed: int | None = None
     unsafe_host_agent: bool = False
+
+    @field_validator("ollama_endpoint", "openai_endpoint", "anthropic_base_url")
+    @classmethod
+    def _restore(cls, value: str | None) -> str | None:
+        return real_url(value)
+
+    @field_serializer("ollama_endpoint", "openai_endpoint", "anthropic_base_url")
+    def _redact(self, value: str | None) -> str | None:
+        """Credentials in an endpoint URL never reach a file (secrets.py keeps them for this process)."""
+        return stored_url(value)
 
     def effective_options(self) -> ChatOptions:
         """`--seed` seeds the model's sampler too, unless a `seed` model option says otherwise."""

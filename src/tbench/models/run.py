@@ -18,6 +18,7 @@ from tbench.models.grading import Outcome
 from tbench.models.layout import CONFIG_FILE, STATE_FILE
 from tbench.models.lessons import LearningConfig
 from tbench.models.model_settings import ModelSettings
+from tbench.models.task import SkippedTask, TimeLimits
 
 
 class RunConfig(Versioned):
@@ -58,6 +59,17 @@ class RunConfig(Versioned):
     """A pause longer than this stops the run, resumably."""
     budget_hint: bool = True
     """The agent is told its wall-clock budget (off: --no-budget-hint)."""
+    skip_invalid: bool = False
+    """--skip-invalid: invalid tasks were left out (listed in `skipped_tasks`) instead of refusing the suite."""
+    skipped_tasks: list[SkippedTask] = Field(default_factory=list)
+    timeout_multiplier: float = Field(default=1.0, gt=0)
+    """--timeout-multiplier: applied to every agent and verifier limit a task sets."""
+    agent_timeout_sec: float | None = Field(default=None, gt=0)
+    """--agent-timeout: the agent limit of every task."""
+
+    @property
+    def time_limits(self) -> TimeLimits:
+        return TimeLimits(multiplier=self.timeout_multiplier, agent_timeout_sec=self.agent_timeout_sec)
 
 
 TrialStatus = Literal["pending", "running", "done"]
@@ -129,12 +141,17 @@ class RunState(Versioned):
         atomic_write_model(run_dir / STATE_FILE, self)
 
 
-def load_run(state_path: Path) -> tuple[RunConfig, RunState]:
-    """Read a run folder for `--resume`; anything unreadable is a one-line UserError."""
+def load_run(state_path: Path, field: str | None = None) -> tuple[RunConfig, RunState]:
+    """Read a run folder (for `--resume`: `field` names the option); anything unreadable is a one-line
+    UserError."""
     if state_path.is_dir():
         state_path = state_path / STATE_FILE
     if not state_path.is_file():
-        raise UserError("no such state file; pass the state.json of an earlier run", path=state_path, field="resume")
+        raise UserError(
+            "no such run: no state.json here; give a run folder tbench wrote (or its state.json)",
+            path=state_path,
+            field=field,
+        )
     config_path = state_path.parent / CONFIG_FILE
     if not config_path.is_file():
         raise UserError("config.json is missing beside state.json; this is not a tbench run folder", path=config_path)

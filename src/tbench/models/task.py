@@ -119,9 +119,45 @@ class Task(Frozen):
     branch: str | None = None
 
 
+class SkippedTask(Frozen):
+    """A task of the suite left out by `--skip-invalid`, and why (recorded in config.json and the report)."""
+
+    id: str
+    reason: str
+
+
 class Suite(Frozen):
     name: str
     version: str = "0"
     description: str = ""
     source: str
     tasks: list[Task]
+    skipped: list[SkippedTask] = Field(default_factory=list)
+    """Invalid tasks left out (only with `skip_invalid`)."""
+
+
+class TimeLimits(Frozen):
+    """`--timeout-multiplier F` and `--agent-timeout S` (Harbor's names) over the limits a task sets."""
+
+    multiplier: float = Field(default=1.0, gt=0)
+    """Applied to every agent and verifier limit a task sets (not to `--timeout`, which is already the user's)."""
+    agent_timeout_sec: float | None = Field(default=None, gt=0)
+    """Overrides the agent limit of every task, multiplier or not."""
+
+    def apply(self, task: Task) -> Task:
+        if self.multiplier == 1.0 and self.agent_timeout_sec is None:
+            return task
+        agent = task.agent_timeout_sec * self.multiplier if task.agent_timeout_sec is not None else None
+        if self.agent_timeout_sec is not None:
+            agent = self.agent_timeout_sec
+        verifier = task.verifier.model_copy(update={"timeout_sec": task.verifier.timeout_sec * self.multiplier})
+        return task.model_copy(update={"agent_timeout_sec": agent, "verifier": verifier})
+
+    def describe(self, default_sec: float) -> str:
+        """The line a report's header shows."""
+        agent = (
+            f"agent {self.agent_timeout_sec:g}s for every task (--agent-timeout)"
+            if self.agent_timeout_sec is not None
+            else f"agent: the task's own limit, else {default_sec:g}s (--timeout)"
+        )
+        return f"{agent}; task limits x{self.multiplier:g} (--timeout-multiplier)"

@@ -14,13 +14,20 @@ from typing import Literal
 
 from tbench import __version__
 from tbench.agents.base import ModelRunner
-from tbench.agents.model_adapter import ModelPlan, agent_tools, build_model_plan, model_config_for
+from tbench.agents.model_adapter import (
+    ModelPlan,
+    agent_tools,
+    build_model_plan,
+    model_config_for,
+    normalize_endpoint,
+    openai_base_url,
+)
 from tbench.archivist.holdout import project_holdout
 from tbench.archivist.loop import open_learning, with_control
 from tbench.archivist.proof import learning_proof
 from tbench.bench.environments import EnvironmentFactory
 from tbench.bench.episode_store import EpisodeStore
-from tbench.bench.formats import load_suite, select_tasks
+from tbench.bench.formats import load_suite
 from tbench.errors import UserError
 from tbench.fsutil import SAFE_ID, atomic_write_model
 from tbench.models.common import read_model, utcnow
@@ -37,6 +44,7 @@ from tbench.overnight.breaker import MAX_SERVER_RERUNS, CircuitBreaker, close_st
 from tbench.overnight.executor import Executor, SequentialExecutor, StopControl
 from tbench.report.pages import write_trajectory_page
 from tbench.report.run_report import write_reports
+from tbench.secrets import MASK, redact_url
 from tbench.stats.summaries import compute_delta, delta_baseline, episode_of, summarize_run
 
 Notify = Callable[[str], None]
@@ -72,6 +80,70 @@ class IterateOptions:
     breaker_after: int = 3
     max_outage_sec: float = 3600.0
     budget_hint: bool = True
+    skip_invalid: bool = False
+    timeout_multiplier: float = 1.0
+    agent_timeout_sec: float | None = None
+
+
+#: Endpoint settings whose URL credentials config.json does not keep: a resume takes them again (same URL).
+ENDPOINTS = ("ollama_endpoint", "openai_endpoint")
+#: Settings a resume may change: how the rest of the run is executed, not what it measures.
+RESUMABLE_SETTINGS = frozenset({"workers", "max_retries", "retry_backoff_sec", *ENDPOINTS})
+
+
+def check_output(output: Path) -> None:
+    """`--output` must be a new or empty folder: not a file, not below one, not a run (that is `--resume`)."""
+    if output.exists():
+        if not output.is_dir():
+            raise UserError("is a file, not a folder; choose another --output", path=output)
+        if RunLayout(output).is_run():
+            raise UserError(
+                f"is an earlier run; resume it with --resume {output / 'state.json'} or choose another --output",
+                path=output,
+            )
+        if any(output.iterdir()):
+            raise UserError("already exists and is not empty; choose another --output", path=output)
+        return
+    _check_ancestors(output, "--output")
+
+
+def check_project_root(root: Path) -> None:
+    """`--project-root` must be a folder (made if missing), not a file or below one."""
+    if root.exists():
+        if not root.is_dir():
+            raise UserError("is a file; --project-root is the folder that holds .openagents/", path=root)
+        return
+    _check_ancestors(root, "--project-root")
+
+
+def _check_ancestors(path: Path, what: str) -> None:
+    for parent in path.absolute().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UserError(f"is below the file {parent}; choose another {what}", path=path)
+            return
+
+
+def _with_endpoints(config: RunConfig, given: dict[str, str]) -> RunConfig:
+    """A resumed run's endpoints: the same URLs as before, their credentials (which config.json does not keep)
+    given again on the command line."""
+    settings = config.model_settings
+    for key, value in given.items():
+        url = normalize_endpoint(value, field=key) if key == "ollama_endpoint" else openai_base_url(value)
+        stored = getattr(settings, key)
+        if stored is None or redact_url(url) != redact_url(stored):
+            raise UserError(
+                f"differs from this run's {redact_url(stored or 'none')}; a resumed run keeps it", field=key
+            )
+        settings = settings.model_copy(update={key: url})
+    for key in ENDPOINTS:
+        value = getattr(settings, key)
+        if value is not None and MASK in value:
+            raise UserError(
+                f"{value}: config.json does not keep its credentials; give this option again, with them, to resume",
+                field=key,
+            )
+    return config.model_copy(update={"model_settings": settings})
 
 
 def new_run_id() -> str:
@@ -149,23 +221,26 @@ class Run:
             raise UserError(f"must be positive (got {opts.max_outage_sec:g})", field="max_outage_sec")
         if opts.max_turns is not None and opts.max_turns < 1:
             raise UserError(f"must be at least 1 (got {opts.max_turns})", field="max_turns")
+        if opts.timeout_multiplier <= 0:
+            raise UserError(f"must be positive (got {opts.timeout_multiplier:g})", field="timeout_multiplier")
+        if opts.agent_timeout_sec is not None and opts.agent_timeout_sec <= 0:
+            raise UserError(f"must be positive (got {opts.agent_timeout_sec:g})", field="agent_timeout_sec")
         run_id = opts.run_id or new_run_id()
         if not SAFE_ID.match(run_id):
             raise UserError(f"{run_id!r} is not allowed: use letters, digits, '.', '_' or '-'", field="run_id")
-        suite = select_tasks(load_suite(opts.suite), list(opts.tasks))
-        models = build_model_plan(opts.model, opts.models)
         output = opts.output or Path("results") / datetime.now().strftime("%Y%m%d")
-        if output.exists() and (not output.is_dir() or any(output.iterdir())):
-            raise UserError(
-                f"already exists; resume it with --resume {output / 'state.json'} or choose another --output",
-                path=output,
-            )
+        check_output(output)
+        project_root = (opts.project_root or Path.cwd()).resolve()
+        check_project_root(project_root)
+        suite = load_suite(opts.suite, opts.tasks, skip_invalid=opts.skip_invalid)
+        for skipped in suite.skipped:
+            notify(f"skipping invalid task {skipped.id}: {skipped.reason}")
+        models = build_model_plan(opts.model, opts.models)
         envs = EnvironmentFactory()
         (preflight or envs.preflight)(suite.tasks)
         models.preflight(suite.tasks)
-        project_root = (opts.project_root or Path.cwd()).resolve()
         task_ids = [t.id for t in suite.tasks]
-        open_learning(opts.learning, project_root, suite.name, models.primary.label, models.settings)  # fail fast
+        open_learning(opts.learning, project_root, suite.name, models.primary.label, models.settings, preflight=True)
         memory_dir = ProjectLayout(project_root).memory_dir
         held = project_holdout(memory_dir, suite.name, task_ids, opts.learning.holdout_fraction)
         learning = opts.learning.model_copy(update={"holdout_tasks": held})
@@ -196,6 +271,10 @@ class Run:
             breaker_after=opts.breaker_after,
             max_outage_sec=opts.max_outage_sec,
             budget_hint=opts.budget_hint,
+            skip_invalid=opts.skip_invalid,
+            skipped_tasks=list(suite.skipped),
+            timeout_multiplier=opts.timeout_multiplier,
+            agent_timeout_sec=opts.agent_timeout_sec,
         )
         layout = RunLayout(output.resolve())
         layout.dir.mkdir(parents=True, exist_ok=True)
@@ -205,14 +284,36 @@ class Run:
         return cls(layout, config, state, tasks, models, envs, notify)
 
     @classmethod
-    def resume(cls, state_path: Path, notify: Notify, preflight: Preflight | None = None) -> Run:
-        config, state = load_run(state_path)
+    def resume(
+        cls,
+        state_path: Path,
+        notify: Notify,
+        changes: dict[str, object] | None = None,
+        preflight: Preflight | None = None,
+    ) -> Run:
+        """Resume the run; `changes` may set the `RESUMABLE_SETTINGS` (recorded in config.json), nothing else."""
+        config, state = load_run(state_path, field="resume")
         layout = RunLayout((state_path.parent if state_path.name.endswith(".json") else state_path).resolve())
-        suite = load_suite(Path(config.suite))
+        changes = dict(changes or {})
+        config = _with_endpoints(config, {k: str(changes.pop(k)) for k in ENDPOINTS if k in changes})
+        if changes:
+            refused = sorted(set(changes) - RESUMABLE_SETTINGS)
+            if refused:
+                raise UserError(f"cannot change {', '.join(refused)} on resume", field="resume")
+            config = RunConfig.model_validate({**config.model_dump(), **changes})
+            if config.workers != "auto" and config.workers < 1:
+                raise UserError(f"must be at least 1 or 'auto' (got {config.workers})", field="workers")
+        base_ids = list(dict.fromkeys(base_id(t) for t in config.task_ids))
+        try:  # only this run's tasks are loaded; a sibling broken since is none of its business
+            suite = load_suite(Path(config.suite), base_ids, skip_invalid=True)
+        except UserError as exc:
+            raise UserError(f"the suite of this run cannot be loaded: {exc}", field="resume") from None
         by_id = {t.id: t for t in with_control(suite.tasks, config.learning)}
         missing = [base_id(t) for t in config.task_ids if t not in by_id]
         if missing:
-            raise UserError(f"tasks of this run are gone from the suite: {', '.join(missing)}", path=config.suite)
+            why = {s.id: s.reason for s in suite.skipped}
+            listed = ", ".join(f"{t} ({why[t]})" if t in why else t for t in dict.fromkeys(missing))
+            raise UserError(f"tasks of this run are gone from the suite or invalid now: {listed}", path=config.suite)
         tasks = [by_id[t] for t in config.task_ids]
         models = ModelPlan(model_config_for(config.model, config.model_settings), config.model_settings)
         envs = EnvironmentFactory()
@@ -225,6 +326,8 @@ class Run:
             layout.stop_file.unlink()
             notify(f"removed {layout.stop_file} left by the previous stop")
         close_stale(state.outages, state.updated_at)
+        if changes:
+            atomic_write_model(layout.config, config)
         state.resumes += 1
         state.status = "running"
         state.save(layout.dir)
@@ -323,7 +426,7 @@ class Run:
         tools = agent_tools(model_config_for(label, self.config.model_settings))
         lessons = self.learning.inject(iteration, task, tools)
         return TrialSpec(
-            task=task,
+            task=self.config.time_limits.apply(task),
             run_id=self.config.run_id,
             iteration=iteration,
             trial_id=f"{self.config.run_id}-{iteration:03d}-{task.id}",

@@ -426,9 +426,9 @@ class RayExecutor:
             return _lost(slot, f"lost on the Ray cluster: {_short(exc)}")
 
     def _sweep_trial(self, slot: _Slot) -> None:
-        from tbench.bench.environments.docker import LABEL_TRIAL
+        from tbench.bench.environments.docker import trial_label
 
-        self.cluster.sweep(f"{LABEL_TRIAL}={slot.spec.trial_id}")
+        self.cluster.sweep(trial_label(slot.spec.trial_id))
 
     def _cancel(self, running: dict[str, _Slot]) -> None:
         """Second signal: force-cancel running trials (their `finally` never runs) and sweep their containers;

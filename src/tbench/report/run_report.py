@@ -179,7 +179,8 @@ def render_report_markdown(report: Report) -> str:
     kind, sentence = report.headline
     banner = {"bad": "> **⚠ ", "good": "> **", "same": "> ", "none": "> "}[kind]
     banner += sentence + ("**" if kind in ("bad", "good") else "")
-    out = [title, "", banner, rest.rstrip("\n"), "", *_stats_markdown(report), ""]
+    settings = [f"- {line}" for line in report.settings]
+    out = [title, "", banner, "", *settings, rest.rstrip("\n"), "", *_stats_markdown(report), ""]
     out += report.learning
     return "\n".join(out)
 

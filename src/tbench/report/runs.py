@@ -3,7 +3,6 @@ and the baseline a project chose (`.openagents/gym/baseline.json`)."""
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,7 +10,7 @@ from tbench.bench.episode_store import EpisodeStore
 from tbench.errors import UserError
 from tbench.fsutil import atomic_write_model
 from tbench.models.common import read_model, utcnow
-from tbench.models.episode import BaselineChoice, Episode
+from tbench.models.episode import BaselineChoice
 from tbench.models.layout import IterationPaths, ProjectLayout, RunLayout
 from tbench.models.results import TerminalBenchResults, TrialResult
 from tbench.models.run import RunConfig, RunState, load_run
@@ -106,13 +105,7 @@ def set_baseline(project_root: Path, run_dir: Path, iteration: int | None = None
 
 
 def read_baseline(project_root: Path) -> BaselineChoice | None:
-    path = baseline_path(project_root)
-    if not path.is_file():
-        return None
-    try:
-        return read_model(path, BaselineChoice, "a baseline.json")
-    except UserError as exc:
-        raise UserError(f"{exc}; set it again with `tbench baseline set`") from None
+    return EpisodeStore(ProjectLayout(project_root).gym_dir).baseline_choice()
 
 
 @dataclass(frozen=True)
@@ -125,47 +118,35 @@ class Baseline:
 def resolve_baseline(project_root: Path, *, run_id: str, suite_name: str) -> tuple[Baseline | None, str]:
     """The baseline for a run and a line saying which it is (or why there is none).
 
-    The choice in baseline.json wins; without one, the seed's rule: the latest `success` episode of the same
-    suite from another run (`EpisodeStore.get_baseline`). Problems become the line, never an exception, so a
-    missing baseline can never stop the report of an overnight run.
+    Which episode is the baseline is `EpisodeStore.get_baseline`'s rule alone (the choice in baseline.json,
+    else the latest `success` episode of the suite from another run); this only loads its trials — the whole
+    chosen run when `tbench baseline set` named no iteration. Problems become the line, never an exception, so
+    a missing baseline can never stop the report of an overnight run.
     """
+    store = EpisodeStore(ProjectLayout(project_root).gym_dir)
     try:
-        choice = read_baseline(project_root)
+        choice = store.baseline_choice()
+        episode = store.get_baseline(suite_name=suite_name, exclude_run_id=run_id)
     except UserError as exc:
         return None, str(exc)
-    if choice is not None:
-        if choice.run_id == run_id:
-            return None, "this run is the baseline"
+    chosen = choice is not None and choice.suite_name == suite_name
+    if chosen and choice is not None and choice.run_id == run_id:
+        return None, "this run is the baseline"
+    if episode is None:
+        if chosen and choice is not None:
+            return None, f"the baseline set with `tbench baseline set` ({choice.run_id}) has no graded episode here"
+        return None, "none yet; set one with `tbench baseline set RUN_DIR`"
+    if chosen and choice is not None:
         source = Path(choice.run_dir)
         if choice.iteration is not None:
             source = RunLayout(source).iteration(choice.iteration).dir
-        try:
-            trials = load_trial_set(source)
-        except UserError as exc:
-            return None, f"the baseline set with `tbench baseline set` cannot be read: {exc}"
-        return Baseline(trials, "set with `tbench baseline set`"), ""
-    episode = _latest_success(EpisodeStore(ProjectLayout(project_root).gym_dir), run_id, suite_name)
-    if episode is None:
-        return None, "none yet; set one with `tbench baseline set RUN_DIR`"
+        how, what = "set with `tbench baseline set`", "the baseline set with `tbench baseline set`"
+    else:
+        source = Path(episode.results_path)
+        how = f"the latest successful episode `{episode.id}` (none set with `tbench baseline set`)"
+        what = f"the latest successful episode {episode.id}"
     try:
-        trials = load_trial_set(Path(episode.results_path))
+        trials = load_trial_set(source)
     except UserError as exc:
-        return None, f"the latest successful episode {episode.id} cannot be read: {exc}"
-    return Baseline(trials, f"the latest successful episode `{episode.id}` (none set with `tbench baseline set`)"), ""
-
-
-def _latest_success(store: EpisodeStore, run_id: str, suite_name: str) -> Episode | None:
-    """`EpisodeStore.get_baseline`'s rule over the episodes of other runs: through the index (a scan of a large
-    episodes.jsonl would cost a report a good part of its time), else by reading the JSONL."""
-    if not store.path.is_file():
-        return None
-    try:
-        index = store.index()
-        index.sync()
-        own = index.count("episodes", None, run_id=run_id, suite_name=suite_name, status="success")
-        newest = index.episodes(suite_name=suite_name, status="success", limit=own + 1)
-        return next((e for e in newest if e.run_id != run_id), None)
-    except sqlite3.Error:
-        pass
-    matches = [e for e in store.query() if e.status == "success" and e.suite_name == suite_name and e.run_id != run_id]
-    return max(matches, key=lambda e: e.finished_at, default=None)
+        return None, f"{what} cannot be read: {exc}"
+    return Baseline(trials, how), ""

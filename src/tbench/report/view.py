@@ -94,6 +94,16 @@ class Report:
     generated_at: str = field(default_factory=utcnow)
 
     @property
+    def settings(self) -> list[str]:
+        """Header lines for what the run was asked beyond suite and model: time limits, skipped tasks."""
+        c = self.config
+        out = [f"Time limits: {c.time_limits.describe(c.timeout_sec)}"]
+        if c.skipped_tasks:
+            listed = "; ".join(f"{t.id} ({t.reason})" for t in c.skipped_tasks)
+            out.append(f"Skipped {len(c.skipped_tasks)} invalid task(s) (--skip-invalid): {listed}")
+        return out
+
+    @property
     def mixed(self) -> bool:
         return len(self.stats.models) > 1
 

@@ -50,6 +50,6 @@ class EnvironmentFactory:
         """Remove the containers of one trial whose worker was killed; 0 when no engine is in use."""
         if self._client is None:
             return 0
-        from tbench.bench.environments.docker import LABEL_TRIAL, remove_labelled
+        from tbench.bench.environments.docker import remove_labelled, trial_label
 
-        return remove_labelled(self._client, f"{LABEL_TRIAL}={trial_id}")
+        return remove_labelled(self._client, trial_label(trial_id))

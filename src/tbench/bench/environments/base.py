@@ -43,7 +43,8 @@ class AgentNeeds:
     (`--unsafe-host-agent`)."""
 
     ro_mounts: tuple[tuple[str, str], ...] = ()
-    """(host path, path inside the environment) pairs, mounted read-only. Container environments only."""
+    """(host path, path inside the environment) pairs, mounted read-only (in a container, or in the sandbox of a
+    confined host workspace)."""
     host_network: bool = False
     allow_unconfined: bool = False
 

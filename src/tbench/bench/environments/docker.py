@@ -29,7 +29,7 @@ from filelock import FileLock
 
 from tbench.bench.environments.base import Environment, ExecResult, OutputHook, OutputSink, TrialLabels, ms_since
 from tbench.errors import BuildError, InfraError, UserError
-from tbench.fsutil import safe_name
+from tbench.fsutil import ascii_slug, safe_name
 from tbench.models.results import ImageRecord, TrialImages
 from tbench.models.task import EnvironmentSpec, FileCopy, ServiceSpec, Task
 
@@ -85,7 +85,7 @@ def content_hash(folder: Path, dockerfile: str) -> str:
 
 def image_tag(task: Task, service: ServiceSpec | None = None) -> str:
     build_dir, dockerfile = _context(task, service)
-    name = safe_name(task.id).lower() + (f"-{safe_name(service.name).lower()}" if service else "")
+    name = ascii_slug(task.id).lower() + (f"-{safe_name(service.name).lower()}" if service else "")
     return f"tbench/{name}:{content_hash(build_dir, dockerfile)}"
 
 
@@ -122,6 +122,16 @@ def image_record(client: docker.DockerClient, name: str, base: str | None) -> Im
             base_id = client.images.get(base).id
     digests = image.attrs.get("RepoDigests") or []
     return ImageRecord(name=name, id=image.id, repo_digest=digests[0] if digests else None, base=base, base_id=base_id)
+
+
+def label_value(text: str) -> str:
+    """A label's value: an ASCII form of an id (task ids may hold any letter), safe in engine filters."""
+    return ascii_slug(text, max_len=200)
+
+
+def trial_label(trial_id: str) -> str:
+    """The `key=value` filter that finds a trial's containers."""
+    return f"{LABEL_TRIAL}={label_value(trial_id)}"
 
 
 def _lock_dir() -> Path:
@@ -235,12 +245,12 @@ class DockerEnvironment(Environment):
         return {
             LABEL_MANAGED: "true",
             LABEL_RUN: self.labels.run_id,
-            LABEL_TRIAL: self.labels.trial_id,
-            LABEL_TASK: self.labels.task_id,
+            LABEL_TRIAL: label_value(self.labels.trial_id),
+            LABEL_TASK: label_value(self.labels.task_id),
         }
 
     def _name(self, part: str = "") -> str:
-        return f"tbench-{safe_name(self.labels.trial_id)[:60]}{part}-{uuid.uuid4().hex[:6]}"
+        return f"tbench-{ascii_slug(self.labels.trial_id)[:60]}{part}-{uuid.uuid4().hex[:6]}"
 
     def start(self) -> None:
         spec: EnvironmentSpec = self.task.environment

@@ -1,8 +1,11 @@
 """A fresh workspace folder on the host per trial, for seed-JSON tasks that name no container.
 
-An agent's commands (`exec(confined=True)`) run under bubblewrap: the whole host read-only, the workspace
-writable, a private /tmp and process namespace, credentials dropped from the environment. The task's own
-commands (setup, tests, the oracle's reference solution) run as the suite wrote them.
+An agent's commands (`exec(confined=True)`) run under bubblewrap and see only what programs need to run —
+the system folders read-only (`SYSTEM_DIRS`), a private /tmp and an empty private home — plus their own
+workspace, writable, and any read-only file the agent declared (`AgentNeeds.ro_mounts`). The run folder, the
+suite file (with its tests and reference solutions) and other trials' workspaces do not exist in there; the
+process namespace is private and credentials are dropped from the environment. The task's own commands
+(setup, tests, the oracle's reference solution) run as the suite wrote them.
 """
 
 from __future__ import annotations
@@ -67,10 +70,30 @@ def _probe(configured: str | None) -> Confinement:
     return Confinement(path)
 
 
-def _bwrap_args(workspace: str, chdir: str) -> list[str]:
+#: Folders a confined command sees (read-only, where they exist): what programs need to run, nothing of
+#: the user's (no home, no /tmp, no /work or wherever the run folder lives).
+SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/opt", "/var/lib")
+
+
+def _system_mounts() -> list[str]:
+    args: list[str] = []
+    for path in SYSTEM_DIRS:
+        if os.path.islink(path):  # merged /usr: /bin -> usr/bin
+            args += ["--symlink", os.readlink(path), path]
+        elif os.path.isdir(path):
+            args += ["--ro-bind", path, path]
+    return args
+
+
+def _bwrap_args(workspace: str, chdir: str, ro_mounts: tuple[tuple[str, str], ...] = ()) -> list[str]:
+    home = os.environ.get("HOME", "")
+    private_home = ["--tmpfs", home] if home.startswith("/") and home != "/" else []
+    extra = [arg for host, inside in ro_mounts for arg in ("--ro-bind", host, inside)]
     return [
-        "--ro-bind", "/", "/",
+        *_system_mounts(),
         "--tmpfs", "/tmp",
+        *private_home,
+        *extra,
         "--bind", workspace, workspace,
         "--dev", "/dev",
         "--proc", "/proc",
@@ -121,7 +144,7 @@ class LocalEnvironment(Environment):
             jail = confinement()
             if jail.bwrap is not None:
                 ws = str(self.workspace.resolve())
-                argv = [jail.bwrap, *_bwrap_args(ws, ws), *argv]
+                argv = [jail.bwrap, *_bwrap_args(ws, ws, self.needs.ro_mounts), *argv]
             elif not self.needs.allow_unconfined:
                 raise InfraError(f"refusing to run an agent command unconfined on the host: {jail.reason}")
         proc = subprocess.Popen(

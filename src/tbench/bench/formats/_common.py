@@ -11,7 +11,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from tbench.errors import UserError
-from tbench.fsutil import SAFE_ID
+from tbench.fsutil import id_problem, nfc
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -50,10 +50,13 @@ def validate(model: type[M], data: Any, path: Path, *, prefix: str = "") -> M:
 
 
 def check_task_id(task_id: str, path: Path, field: str = "id") -> str:
-    if not SAFE_ID.match(task_id):
+    """The id NFC-normalised (so `ü` typed two ways is one id), or a UserError saying why it cannot be one."""
+    task_id = nfc(task_id)
+    problem = id_problem(task_id)
+    if problem is not None:
         raise UserError(
-            f"task id {task_id!r} is not allowed: use letters, digits, '.', '_' or '-' "
-            "(no slashes, must not start with '.')",
+            f"task id {task_id!r} is not allowed: {problem}; use letters, digits, '.', '_' or '-' "
+            "(no path separators or control characters, not starting with '.')",
             path=path,
             field=field,
         )

@@ -3,8 +3,9 @@ TB2 task in a container; any other task runs in a fresh host workspace."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -12,6 +13,9 @@ from tbench.bench.formats._common import check_task_id, read_structured, validat
 from tbench.bench.formats.tb2 import is_tb2_task, load_tb2_task
 from tbench.errors import UserError
 from tbench.models.task import EnvironmentSpec, SeedVerification, SolutionSpec, Suite, Task, VerifierSpec
+
+Invalid = tuple[str, UserError]
+"""A task id (as far as it can be read) and why the task cannot run."""
 
 
 class _Verification(BaseModel):
@@ -56,13 +60,16 @@ class SeedTask(BaseModel):
 
 
 class SeedSuite(BaseModel):
+    """The suite's own fields; its tasks are validated one by one (`load_seed_suite`), so every invalid task
+    can be named at once and the valid ones run with `--skip-invalid`."""
+
     model_config = ConfigDict(extra="ignore")
 
     name: str = Field(min_length=1)
     version: str = "0"
     description: str = ""
     source_repo: str | None = None
-    tasks: list[SeedTask] = Field(min_length=1)
+    tasks: list[Any] = Field(min_length=1)
 
 
 def _seed_task(t: SeedTask, path: Path, index: int) -> Task:
@@ -124,13 +131,38 @@ def _repository(value: str | None, suite_path: Path) -> str | None:
     return str(local if local.is_absolute() else (suite_path.parent / local).resolve())
 
 
-def load_seed_suite(path: Path) -> Suite:
+def seed_task_key(raw: Any, index: int) -> tuple[str, str]:
+    """(id, name) of a raw task entry as far as they can be read without validating it, for `--tasks`."""
+    if isinstance(raw, dict):
+        tid, name = raw.get("id"), raw.get("name")
+        tid = tid if isinstance(tid, str) and tid else f"tasks.{index}"
+        return tid, name if isinstance(name, str) else tid
+    return f"tasks.{index}", f"tasks.{index}"
+
+
+def load_seed_suite(path: Path, wanted: Callable[[str, str], bool] | None = None) -> tuple[Suite, list[Invalid]]:
+    """The suite with its valid tasks (those `wanted(id, name)` keeps), and every invalid one with its error."""
     raw = read_structured(path)
     suite = validate(SeedSuite, raw, path)
-    tasks = [_seed_task(t, path, i) for i, t in enumerate(suite.tasks)]
+    tasks: list[Task] = []
+    invalid: list[Invalid] = []
     seen: set[str] = set()
-    for i, t in enumerate(tasks):
-        if t.id in seen:
-            raise UserError(f"duplicate task id {t.id!r}; ids must be unique", path=path, field=f"tasks.{i}.id")
-        seen.add(t.id)
-    return Suite(name=suite.name, version=suite.version, description=suite.description, source=str(path), tasks=tasks)
+    for i, entry in enumerate(suite.tasks):
+        tid, name = seed_task_key(entry, i)
+        if wanted is not None and not wanted(tid, name):
+            continue
+        try:
+            if not isinstance(entry, dict):
+                raise UserError(f"expected an object, got {type(entry).__name__}", path=path, field=f"tasks.{i}")
+            task = _seed_task(validate(SeedTask, entry, path, prefix=f"tasks.{i}."), path, i)
+            if task.id in seen:
+                raise UserError(f"duplicate task id {task.id!r}; ids must be unique", path=path, field=f"tasks.{i}.id")
+        except UserError as exc:
+            invalid.append((tid, exc))
+            continue
+        seen.add(task.id)
+        tasks.append(task)
+    return (
+        Suite(name=suite.name, version=suite.version, description=suite.description, source=str(path), tasks=tasks),
+        invalid,
+    )
