@@ -98,7 +98,11 @@ ValidationRateOpt = Annotated[
     typer.Option(help="Share of trials (0-1) run by Claude Code instead of --model, chosen per trial [default: 0]"),
 ]
 SeedOpt = Annotated[
-    int | None, typer.Option(help="Seed of the per-trial model choice (and of the model's sampler) [default: 0]")
+    int | None,
+    typer.Option(
+        help="Seed of the per-trial model choice (and of the model's sampler) [default: none; a random one, kept "
+        "in config.json, when --claude-validation-rate needs it]"
+    ),
 ]
 LearnOpt = Annotated[
     bool, typer.Option("--learn", help="Reflect between iterations and inject lessons (= --memory learn)")
