@@ -20,18 +20,17 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 from filelock import FileLock, Timeout
 from pydantic import ValidationError
 
+from real_llm import _healthy, _port  # the same server helpers (this folder is on sys.path when run)
 from tbench.models.layout import LESSONS_FILE, ProjectLayout, RunLayout
 from tbench.models.lessons import LessonFile, ReflectionLog
 from tbench.models.results import TerminalBenchResults, TrialResult, base_id, tally
@@ -48,20 +47,6 @@ CONTEXT_TOKENS = 16384
 
 def _cache() -> Path:
     return Path(os.environ.get("TBENCH_LLM_CACHE") or Path.home() / ".cache/tbench/llm")
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _healthy(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as resp:
-            return bool(resp.status == 200)
-    except OSError:
-        return False
 
 
 def _rate(rs: list[TrialResult]) -> str:

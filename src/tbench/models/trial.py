@@ -3,11 +3,14 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
+from tbench.errors import FailureMode
 from tbench.models.model_settings import ModelConfig
+from tbench.models.results import TrialResult, error_result
 from tbench.models.task import Task
 
 
@@ -47,3 +50,20 @@ class Heartbeat(BaseModel):
     """Epoch seconds."""
     phase_budget_sec: float | None
     beat_at: float
+
+
+def lost_result(spec: TrialSpec, message: str, started: float) -> TrialResult:
+    """A trial whose runner was lost (a dead or hung worker, a lost node): an infra error, retried by the grading
+    policy. `started`: epoch seconds when it was handed out."""
+    return error_result(
+        mode=FailureMode.INFRA_ERROR,
+        message=message,
+        trial_id=spec.trial_id,
+        run_id=spec.run_id,
+        iteration=spec.iteration,
+        task_id=spec.task.id,
+        task_name=spec.task.name,
+        model=spec.model_label,
+        trial_dir=spec.trial_dir.relative_to(spec.run_dir).as_posix(),
+        duration_ms=int((time.time() - started) * 1000),
+    )

@@ -19,12 +19,12 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from tbench.errors import FailureMode, InfraError
+from tbench.errors import InfraError
 from tbench.fsutil import atomic_write_model
 from tbench.models.layout import RunLayout, TrialPaths
-from tbench.models.results import TrialResult, error_result
+from tbench.models.results import TrialResult
 from tbench.models.task import Task
-from tbench.models.trial import Heartbeat, TrialSpec
+from tbench.models.trial import Heartbeat, TrialSpec, lost_result
 from tbench.overnight.executor import TrialBook
 from tbench.overnight.progress import Progress
 from tbench.overnight.resources import Budget
@@ -216,19 +216,7 @@ class ParallelExecutor:
     @staticmethod
     def _lost(slot: Slot, message: str) -> TrialResult:
         """A trial whose worker died or hung: an infra error, retried by the grading policy."""
-        spec = slot.spec
-        return error_result(
-            mode=FailureMode.INFRA_ERROR,
-            message=message,
-            trial_id=spec.trial_id,
-            run_id=spec.run_id,
-            iteration=spec.iteration,
-            task_id=spec.task.id,
-            task_name=spec.task.name,
-            model=spec.model_label,
-            trial_dir=spec.trial_dir.relative_to(spec.run_dir).as_posix(),
-            duration_ms=int((time.time() - slot.started) * 1000),
-        )
+        return lost_result(slot.spec, message, slot.started)
 
     # ---------------------------------------------------------------- stopping
 

@@ -40,11 +40,11 @@ from tbench.agents.base import ModelRunner
 from tbench.agents.model_adapter import create_model_runner
 from tbench.bench.environments import EnvironmentFactory
 from tbench.bench.trial import AGENT_GRACE_SEC, PHASE_SLACK_SEC, SETUP_TIMEOUT_SEC, run_trial
-from tbench.errors import FailureMode, UserError
+from tbench.errors import UserError
 from tbench.fsutil import safe_name
-from tbench.models.results import TrialResult, error_result
+from tbench.models.results import TrialResult
 from tbench.models.task import Task
-from tbench.models.trial import TrialSpec, WorkerJob
+from tbench.models.trial import TrialSpec, WorkerJob, lost_result
 from tbench.overnight.executor import TrialBook
 from tbench.overnight.progress import Progress
 
@@ -452,15 +452,4 @@ def _lost(slot: _Slot, message: str) -> TrialResult:
     spec = slot.spec
     spec.trial_dir.mkdir(parents=True, exist_ok=True)
     (spec.trial_dir / "ray-error.txt").write_text(message + "\n", encoding="utf-8")
-    return error_result(
-        mode=FailureMode.INFRA_ERROR,
-        message=message,
-        trial_id=spec.trial_id,
-        run_id=spec.run_id,
-        iteration=spec.iteration,
-        task_id=spec.task.id,
-        task_name=spec.task.name,
-        model=spec.model_label,
-        trial_dir=spec.trial_dir.relative_to(spec.run_dir).as_posix(),
-        duration_ms=int((time.time() - slot.started) * 1000),
-    )
+    return lost_result(spec, message, slot.started)
