@@ -56,6 +56,15 @@ LESSONS_FILE = "lessons.json"
 ARCHIVE_FILE = "archive.jsonl"
 HOLDOUT_FILE = "holdout.json"
 COVERAGE_FILE = "coverage.json"
+TRAINER_DIR = Path(".openagents") / "trainer"
+PROFILES_DIR = "profiles"
+TRAINER_FILE = "trainer.json"
+"""A training run's result (trainer/schema.py `TrainerResult`)."""
+GYM_EPISODES_FILE = "episodes.jsonl"
+ARMS_DIR = "arms"
+"""A training run's profile runs: `DIR/arms/<profile>/`, each a normal run folder."""
+EVALS_DIR = "evals"
+"""An evolution's evaluation runs: `DIR/evals/<n>-<candidate>/`."""
 
 
 @dataclass(frozen=True)
@@ -199,3 +208,11 @@ class ProjectLayout:
     @property
     def memory_dir(self) -> Path:
         return self.root / MEMORY_DIR
+
+    @property
+    def trainer_dir(self) -> Path:
+        return self.root / TRAINER_DIR
+
+    @property
+    def profiles_dir(self) -> Path:
+        return self.root / TRAINER_DIR / PROFILES_DIR
