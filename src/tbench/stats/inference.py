@@ -489,6 +489,12 @@ def compare(
 _FIELDS = ("a_graded", "a_passed", "b_graded", "b_passed")
 
 
+def task_mean_rate(trials: Sequence[TrialResult]) -> float | None:
+    """Mean of per-task pass rates over graded trials (the unit is the task); None when nothing was graded."""
+    rates = [c / n for n, c in _graded_by_task(trials).values() if n]
+    return sum(rates) / len(rates) if rates else None
+
+
 def _graded_by_task(trials: Sequence[TrialResult]) -> dict[str, tuple[int, int]]:
     """task_id → (graded trials, passes)."""
     out: dict[str, tuple[int, int]] = {}

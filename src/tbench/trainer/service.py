@@ -1,0 +1,533 @@
+"""The Trainer's A/B: agent profiles run interleaved on the same tasks, round by round, each profile's trials a
+normal overnight run (`DIR/arms/<profile>/`: workers, retries, kill -9 and resume as for any run — no second
+runner). Round r is every task once more for every active profile; after each round the paired statistics
+(stats.inference.compare: bootstrap over tasks and an exact test) look at everything so far, spending only that
+look's share of alpha (stats.power.look_alpha), and racing drops a profile that is significantly worse than the
+leader. The verdict, the racing decisions and what was spent are in `DIR/trainer.json`.
+
+Resume is `tbench train run --resume DIR`: each arm resumes from its own state.json (a trial is never run twice),
+and a round's decisions — a pure function of the trials — are made again where the kill came before they were
+written."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from rich.console import Console
+
+from tbench.agents.model_adapter import DEFAULT_MODEL, build_model_plan
+from tbench.archivist.holdout import project_holdout
+from tbench.bench.formats import load_suite
+from tbench.errors import UserError
+from tbench.fsutil import atomic_write_model, atomic_write_text
+from tbench.models.common import utcnow
+from tbench.models.layout import ARMS_DIR, GYM_EPISODES_FILE, ProjectLayout, RunLayout
+from tbench.models.model_settings import ModelSettings
+from tbench.models.profile import AgentProfile
+from tbench.models.results import TrialResult
+from tbench.models.run import load_run
+from tbench.overnight.executor import Executor, SequentialExecutor
+from tbench.overnight.iterate import IterateOptions, Run, check_output, check_project_root
+from tbench.stats.inference import compare, task_mean_rate, wilson
+from tbench.stats.power import look_alpha
+from tbench.trainer.readout import arm_dir, load_result, run_trials, trainer_file
+from tbench.trainer.schema import (
+    GymEpisode,
+    PairVerdict,
+    ProfileResult,
+    RacingDecision,
+    Spent,
+    TrainerResult,
+    TrainingPlan,
+    Verdict,
+    find_profile,
+    load_plan,
+    plan_text,
+)
+
+Notify = Callable[[str], None]
+BASELINE_ID = "baseline"
+"""A plan may name `baseline` without a profile file: the agent as it is."""
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """What the command line adds to a plan: where to write, the project, endpoints and model options."""
+
+    plan: Path | None = None
+    output: Path | None = None
+    project_root: Path | None = None
+    models: ModelSettings = field(default_factory=ModelSettings)
+    stop_after_round: int | None = None
+
+
+def resolve_profiles(project_root: Path, ids: list[str]) -> list[AgentProfile]:
+    """The plan's profiles from `.openagents/trainer/profiles/`; `baseline` needs no file."""
+    out = []
+    for pid in ids:
+        try:
+            out.append(find_profile(project_root, pid, field="profiles"))
+        except UserError:
+            if pid != BASELINE_ID:
+                raise
+            out.append(AgentProfile(id=BASELINE_ID, source="baseline"))
+    return out
+
+
+def glob_escape(task_id: str) -> str:
+    """A task id as a `--tasks` glob that matches only itself."""
+    return "".join(f"[{c}]" if c in "*?[]" else c for c in task_id)
+
+
+@dataclass
+class Selection:
+    """The plan's tasks: those the profiles are compared on, and the held-out ones kept apart."""
+
+    environment: str
+    tasks: list[str]
+    holdout: list[str]
+
+
+def select_tasks(plan: TrainingPlan, project_root: Path) -> Selection:
+    suite = load_suite(Path(plan.suite), plan.tasks)
+    ids = [t.id for t in suite.tasks]
+    held = project_holdout(ProjectLayout(project_root).memory_dir, suite.name, ids, plan.split.holdout)
+    used = [t for t in ids if t not in set(held)]
+    if not used:
+        raise UserError("leaves no task outside the held-out split; lower split.holdout", field="split.holdout")
+    return Selection(suite.name, used, held)
+
+
+def new_training_id() -> str:
+    return f"train-{datetime.now().strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+
+
+class Trainer:
+    """A training folder being filled, round by round."""
+
+    def __init__(
+        self,
+        folder: Path,
+        result: TrainerResult,
+        profiles: list[AgentProfile],
+        settings: ModelSettings,
+        notify: Notify,
+        console: Console | None = None,
+    ) -> None:
+        self.folder = folder
+        self.result = result
+        self.plan = result.plan
+        self.profiles = {p.id: p for p in profiles}
+        self.settings = settings
+        self.notify = notify
+        self.console = console or Console(stderr=True)
+        self.current: Run | None = None
+        """The arm run in progress (the CLI's signal handler stops it)."""
+        self.stop_reason: str | None = None
+        self.exit_code = 0
+        self._trials: dict[str, list[TrialResult]] = {}
+
+    # ------------------------------------------------------------------ set-up
+
+    @classmethod
+    def create(cls, opts: TrainOptions, notify: Notify, console: Console | None = None) -> Trainer:
+        """Validate the plan, its profiles, suite, model and budget; only then write the training folder."""
+        if opts.plan is None:
+            raise UserError("missing; give PLAN.toml (or --resume DIR)", field="plan")
+        plan = load_plan(opts.plan)
+        if plan.strategy != "ab":
+            raise UserError("use the evolution entry point for strategy = 'evolve'", field="strategy")
+        output = opts.output or Path("results") / new_training_id()
+        check_output(output)
+        root = (opts.project_root or Path.cwd()).resolve()
+        check_project_root(root)
+        profiles = resolve_profiles(root, plan.profiles)
+        for p in profiles:
+            if (p.model or plan.model) is None:
+                raise UserError(f"profile {p.id!r} names no model and neither does the plan; set `model`",
+                                path=opts.plan, field="model")  # fmt: skip
+            build_model_plan(p.model or plan.model or DEFAULT_MODEL, opts.models)  # a bad model: one line, now
+        selection = select_tasks(plan, root)
+        need = len(selection.tasks) * len(profiles)
+        if plan.budget.trials is not None and plan.budget.trials < need:
+            raise UserError(
+                f"{plan.budget.trials} trials cannot cover one trial per task for every profile "
+                f"({len(selection.tasks)} tasks x {len(profiles)} profiles = {need}); raise budget.trials",
+                path=opts.plan,
+                field="budget.trials",
+            )
+        now = utcnow()
+        result = TrainerResult(
+            plan=plan,
+            plan_file=str(opts.plan.resolve()),
+            plan_toml=plan_text(plan),
+            project_root=str(root),
+            model=plan.model or "",
+            status="running",
+            started_at=now,
+            updated_at=now,
+            environment=selection.environment,
+            tasks=selection.tasks,
+            holdout_tasks=selection.holdout,
+            rounds_planned=plan.trials_per_task,
+            budget=plan.budget,
+        )
+        folder = output.resolve()
+        (folder / ARMS_DIR).mkdir(parents=True, exist_ok=True)
+        trainer = cls(folder, result, profiles, opts.models, notify, console)
+        trainer.save()
+        return trainer
+
+    @classmethod
+    def resume(cls, folder: Path, opts: TrainOptions, notify: Notify, console: Console | None = None) -> Trainer:
+        """Go on with a training folder; a plan given again must be the one it ran."""
+        if folder.is_file() and folder.name == trainer_file(folder.parent).name:
+            folder = folder.parent
+        result = load_result(folder)
+        if opts.plan is not None and plan_text(load_plan(opts.plan)) != result.plan_toml:
+            raise UserError("differs from the plan this training folder ran; resume without it, or start a new "
+                            "--output", path=opts.plan)  # fmt: skip
+        root = Path(result.project_root)
+        if opts.project_root is not None and opts.project_root.resolve() != root:
+            raise UserError(f"differs from this training's {root}; a resume keeps it", field="project_root")
+        profiles = [r.profile for r in result.profiles] or resolve_profiles(root, result.plan.profiles)
+        result.status = "running"
+        result.stop_reason = None
+        trainer = cls(folder.resolve(), result, profiles, opts.models, notify, console)
+        trainer.save()
+        return trainer
+
+    # ------------------------------------------------------------------ the rounds
+
+    def request_stop(self, reason: str, exit_code: int = 130) -> None:
+        if self.stop_reason is None:
+            self.stop_reason, self.exit_code = reason, exit_code
+        if self.current is not None:
+            self.current.stop.request(reason, exit_code=exit_code)
+
+    def run(self, stop_after_round: int | None = None) -> TrainerResult:
+        """Run every round not yet done; decide after each; the verdict at the end."""
+        try:
+            for r in range(1, self.plan.trials_per_task + 1):
+                active = self.active(r)
+                if len(active) < 2:
+                    break
+                if self.result.rounds_done >= r:
+                    continue
+                if not self._budget_allows(r, active):
+                    break
+                for pid in active if r % 2 else list(reversed(active)):  # interleaved: neither arm always first
+                    if not self._advance(pid, r):
+                        break
+                if self.stop_reason is not None:
+                    break
+                self._decide(r)
+                self.result.rounds_done = r
+                self.save()
+                if stop_after_round is not None and r >= stop_after_round:
+                    self.stop_reason = f"stop after round {stop_after_round} reached"
+                    break
+            if self.stop_reason is None:
+                self.result.status = "budget_exhausted" if self.result.status == "budget_exhausted" else "completed"
+                self._final()
+            else:
+                self.result.status = "stopped"
+                self.result.stop_reason = self.stop_reason
+        except BaseException:
+            self.result.status = "interrupted"
+            raise
+        finally:
+            self.save()
+        return self.result
+
+    def active(self, round_: int) -> list[str]:
+        """Profiles still racing at `round_` (the plan's order)."""
+        dropped = {d.profile for d in self.result.racing if d.action == "dropped" and d.round < round_}
+        return [p for p in self.plan.profiles if p not in dropped]
+
+    def _budget_allows(self, r: int, active: list[str]) -> bool:
+        need = len(self.result.tasks) * len(active)
+        spent = self.result.spent
+        budget = self.plan.budget
+        left = self._remaining_this_round(r, active)
+        if budget.trials is not None and spent.trials + left > budget.trials:
+            self._exhausted(
+                f"round {r} needs {left} more trial(s); {budget.trials - spent.trials} left of budget.trials"
+            )
+            return False
+        if budget.usd is not None and spent.trials:
+            per_trial = spent.usd / spent.trials
+            estimate = per_trial * left
+            if spent.usd + estimate > budget.usd:
+                self._exhausted(
+                    f"round {r} would cost about ${estimate:.2f} ({need} trials at ${per_trial:.4f}); "
+                    f"${budget.usd - spent.usd:.2f} left of budget.usd"
+                )
+                return False
+        return True
+
+    def _remaining_this_round(self, r: int, active: list[str]) -> int:
+        """Trials round r still has to run (a resumed round has some done)."""
+        total = 0
+        for pid in active:
+            done = sum(1 for t in self._arm_trials(pid) if t.iteration == r)
+            total += len(self.result.tasks) - done
+        return total
+
+    def _exhausted(self, why: str) -> None:
+        self.result.status = "budget_exhausted"
+        self.result.stop_reason = f"budget exhausted: {why}"
+        self.notify(f"Budget exhausted: {why}")
+
+    def _arm_options(self, profile: AgentProfile) -> IterateOptions:
+        plan = self.plan
+        return IterateOptions(
+            suite=Path(plan.suite),
+            output=arm_dir(self.folder, profile.id),
+            iterations=plan.trials_per_task,
+            model=profile.model or plan.model or DEFAULT_MODEL,
+            timeout_sec=plan.timeout_sec,
+            run_id=f"{self.folder.name}-{profile.id}"[-120:].lstrip("-._") or profile.id,
+            tasks=tuple(glob_escape(t) for t in self.result.tasks),
+            project_root=Path(self.result.project_root),
+            runner="overnight",
+            workers=plan.workers,
+            max_retries=2,
+            models=self.settings,
+            profile=profile,
+        )
+
+    def _advance(self, pid: str, r: int) -> bool:
+        """Bring profile `pid`'s arm to round `r`; False when it stopped short (a signal, an outage)."""
+        layout = RunLayout(arm_dir(self.folder, pid))
+        label = lambda line: self.notify(f"[{pid}] {line}")  # noqa: E731
+        if layout.is_run():
+            _, state = load_run(layout.state, field="resume")
+            if all(it.status == "done" for it in state.iterations if it.iteration <= r):
+                return True
+            run = Run.resume(layout.state, label)
+        else:
+            run = Run.create(self._arm_options(self.profiles[pid]), label)
+        run.executor = self._executor(run)
+        self.current = run
+        try:
+            state = run.execute(stop_after_iteration=r)
+        finally:
+            run.executor.close()
+            self.current = None
+            self._trials.pop(pid, None)
+            self._count_spent()
+            self.save()
+        done = all(it.status == "done" for it in state.iterations if it.iteration <= r)
+        if not done and self.stop_reason is None:
+            self.stop_reason, self.exit_code = run.stop.reason or "the arm run stopped", run.stop.exit_code
+        return done
+
+    def _executor(self, run: Run) -> Executor:
+        if self.plan.workers <= 1:
+            return SequentialExecutor(run.envs)
+        from tbench.overnight.parallel import ParallelExecutor, Watchdog
+        from tbench.overnight.progress import Progress
+        from tbench.overnight.resources import Budget
+
+        return ParallelExecutor(
+            self.plan.workers,
+            Budget(),
+            Watchdog(),
+            Progress(self.console, run.config.iterations, str(self.plan.workers)),
+        )
+
+    # ------------------------------------------------------------------ decisions
+
+    def _arm_trials(self, pid: str) -> list[TrialResult]:
+        if pid not in self._trials:
+            self._trials[pid] = run_trials(arm_dir(self.folder, pid))
+        return self._trials[pid]
+
+    def _count_spent(self) -> None:
+        trials = [t for pid in self.plan.profiles for t in self._arm_trials(pid)]
+        self.result.spent = Spent(trials=len(trials), usd=round(sum(t.cost_usd or 0.0 for t in trials), 6))
+
+    def _pairs(self) -> int:
+        n = len(self.plan.profiles)
+        return max(1, n * (n - 1) // 2)
+
+    def _alpha(self, r: int, *, final: bool) -> float:
+        """The alpha of the look after round r, per pair of profiles."""
+        alpha = self.plan.alpha
+        if self.plan.racing:
+            looks = self.plan.trials_per_task
+            a = look_alpha(alpha, r, looks)
+        else:
+            a = alpha if final else 0.0
+        return a / self._pairs()
+
+    def _rate(self, pid: str) -> float:
+        rate = task_mean_rate(self._arm_trials(pid))
+        return -1.0 if rate is None else rate
+
+    def _leader(self, ids: list[str]) -> str:
+        """The active profile passing most (ties: the plan's order)."""
+        return max(ids, key=lambda p: (self._rate(p), -self.plan.profiles.index(p)))
+
+    def _decide(self, r: int) -> None:
+        """Racing after round r: drop each active profile significantly worse than the leader."""
+        if any(d.round == r for d in self.result.racing):
+            return  # decided before a kill
+        final = r == self.plan.trials_per_task
+        if not self.plan.racing:
+            return
+        active = self.active(r)
+        leader = self._leader(active)
+        a = self._alpha(r, final=final)
+        for pid in active:
+            if pid == leader:
+                continue
+            c = compare(self._arm_trials(pid), self._arm_trials(leader), label_a=pid, label_b=leader, alpha=a,
+                        seed=self.plan.seed)  # fmt: skip
+            worse = c.verdict == "improved"  # the leader passes significantly more
+            self.result.racing.append(
+                RacingDecision(
+                    round=r,
+                    profile=pid,
+                    against=leader,
+                    action="dropped" if worse and not final else "kept",
+                    diff=None if c.diff is None else -c.diff,
+                    p_value=c.p_value,
+                    alpha=a,
+                    reason=(
+                        f"significantly worse than {leader}: {c.details()}"
+                        if worse
+                        else f"not shown worse than {leader} at alpha {a:.3g}: {c.details()}"
+                    ),
+                )
+            )
+            if worse and not final:
+                self.notify(f"Racing: {pid} dropped after round {r} — worse than {leader} (p = {c.p_value:.3g})")
+
+    def _final(self) -> None:
+        """The verdict: the leader against the strongest other profile, at the last look's alpha."""
+        done = self.result.rounds_done
+        ids = list(self.plan.profiles)
+        active = self.active(done + 1) if done else ids
+        leader = self._leader(active if len(active) >= 1 else ids)
+        others = [p for p in ids if p != leader]
+        rival = max(others, key=lambda p: (self._rate(p), -ids.index(p)))
+        last = [d for d in self.result.racing if d.profile == rival and d.action == "dropped"]
+        final_look = done == self.plan.trials_per_task
+        a = last[-1].alpha if last else self._alpha(max(done, 1), final=final_look or not self.plan.racing)
+        c = compare(self._arm_trials(rival), self._arm_trials(leader), label_a=rival, label_b=leader, alpha=a,
+                    seed=self.plan.seed)  # fmt: skip
+        beaten = len(active) == 1 or (c.verdict == "improved" and self._beats_all(leader, active, a))
+        self.result.comparisons = [
+            PairVerdict(reference=ids[0], profile=p, alpha=a,
+                        comparison=compare(self._arm_trials(ids[0]), self._arm_trials(p), label_a=ids[0],
+                                           label_b=p, alpha=a, seed=self.plan.seed))
+            for p in ids[1:]
+        ]  # fmt: skip
+        winner = leader if beaten and done else None
+        if winner:
+            sentence = f"{leader} wins: {c.details()}"
+        elif done:
+            sentence = f"no difference shown between {leader} and {rival} at alpha {a:.3g}: {c.details()}"
+        else:
+            sentence = "no round finished: no verdict"
+        self.result.verdict = Verdict(
+            winner=winner,
+            reference=ids[0],
+            against=rival,
+            diff=None if c.diff is None else c.diff,
+            interval=None if c.interval is None else (c.interval.low, c.interval.high),
+            p_value=c.p_value if done else None,
+            test=c.test if done else None,
+            alpha=a,
+            sentence=sentence,
+        )
+        self.notify(f"Verdict: {sentence}")
+
+    def _beats_all(self, leader: str, active: list[str], a: float) -> bool:
+        for pid in active:
+            if pid == leader:
+                continue
+            c = compare(self._arm_trials(pid), self._arm_trials(leader), alpha=a, seed=self.plan.seed)
+            if c.verdict != "improved":
+                return False
+        return True
+
+    # ------------------------------------------------------------------ outputs
+
+    def profile_results(self) -> list[ProfileResult]:
+        out = []
+        for pid in self.plan.profiles:
+            trials = self._arm_trials(pid)
+            graded = [t for t in trials if t.is_graded]
+            passed = sum(t.passed for t in graded)
+            rate = task_mean_rate(trials)
+            w = wilson(passed, len(graded))
+            cost = round(sum(t.cost_usd or 0.0 for t in trials), 6)
+            dropped = [d for d in self.result.racing if d.profile == pid and d.action == "dropped"]
+            out.append(
+                ProfileResult(
+                    id=pid,
+                    profile=self.profiles[pid],
+                    run_dir=f"{ARMS_DIR}/{pid}",
+                    rounds=len({t.iteration for t in trials}),
+                    trials=len(trials),
+                    graded_trials=len(graded),
+                    passed=passed,
+                    pass_rate=rate,
+                    interval=None if w is None else (w.low, w.high),
+                    cost_usd=cost,
+                    cost_per_pass=cost / passed if passed and cost else None,
+                    tokens=sum(t.tokens_used for t in trials),
+                    stopped_at_round=dropped[0].round if dropped else None,
+                    stop_reason=dropped[0].reason if dropped else None,
+                )
+            )
+        return out
+
+    def episodes(self) -> list[GymEpisode]:
+        out = []
+        for pid in self.plan.profiles:
+            for t in self._arm_trials(pid):
+                out.append(
+                    GymEpisode(
+                        id=t.trial_id,
+                        environment=self.result.environment,
+                        profile=pid,
+                        task_id=t.task_id,
+                        round=t.iteration,
+                        status="pass" if t.passed else ("error" if not t.is_graded else "fail"),
+                        failure_mode=None if t.failure_mode is None else str(t.failure_mode),
+                        graded=t.is_graded,
+                        trial_dir=f"{ARMS_DIR}/{pid}/{t.trial_dir}",
+                        duration_ms=t.duration_ms,
+                        cost_usd=t.cost_usd,
+                        input_tokens=t.tokens.input,
+                        output_tokens=t.tokens.output,
+                        turns=t.turns,
+                    )
+                )
+        return out
+
+    def save(self) -> None:
+        """trainer.json and episodes.jsonl, each written whole (atomically)."""
+        self.result.profiles = self.profile_results()
+        self.result.updated_at = utcnow()
+        atomic_write_text(
+            self.folder / GYM_EPISODES_FILE, "".join(json.dumps(e.model_dump()) + "\n" for e in self.episodes())
+        )
+        atomic_write_model(trainer_file(self.folder), self.result)
+
+
+def headline(result: TrainerResult) -> str:
+    rates = ", ".join(
+        f"{p.id} {'n/a' if p.pass_rate is None else f'{p.pass_rate:.1%}'} ({p.graded_trials} graded)"
+        for p in result.profiles
+    )
+    return f"{result.status}: {rates}; {result.spent.trials} trials, ${result.spent.usd:.2f}"
