@@ -107,6 +107,61 @@ def new_training_id() -> str:
     return f"train-{datetime.now().strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
 
 
+class ArmRunner:
+    """Runs one profile's trials as a normal run folder, a round (iteration) at a time: created on first use,
+    resumed after, so a kill at any moment loses nothing and runs nothing twice."""
+
+    def __init__(self, workers: int, notify: Notify, console: Console) -> None:
+        self.workers = workers
+        self.notify = notify
+        self.console = console
+        self.current: Run | None = None
+        self.stop_reason: str | None = None
+        self.exit_code = 0
+
+    def request_stop(self, reason: str, exit_code: int = 130) -> None:
+        if self.stop_reason is None:
+            self.stop_reason, self.exit_code = reason, exit_code
+        if self.current is not None:
+            self.current.stop.request(reason, exit_code=exit_code)
+
+    def advance(self, folder: Path, options: Callable[[], IterateOptions], upto: int, *, prefix: str) -> bool:
+        """Run iterations up to `upto` in `folder` (`options()` makes a new run there); True when they are all
+        done, False when the run stopped short (a signal, a model-server outage: `stop_reason`)."""
+        layout = RunLayout(folder)
+        label = lambda line: self.notify(f"[{prefix}] {line}")  # noqa: E731
+        if layout.is_run():
+            _, state = load_run(layout.state, field="resume")
+            if all(it.status == "done" for it in state.iterations if it.iteration <= upto):
+                return True
+            run = Run.resume(layout.state, label)
+        else:
+            run = Run.create(options(), label)
+        run.executor = self._executor(run)
+        self.current = run
+        if self.stop_reason is not None:
+            run.stop.request(self.stop_reason, exit_code=self.exit_code)
+        try:
+            state = run.execute(stop_after_iteration=upto)
+        finally:
+            run.executor.close()
+            self.current = None
+        done = all(it.status == "done" for it in state.iterations if it.iteration <= upto)
+        if not done and self.stop_reason is None:
+            self.stop_reason, self.exit_code = run.stop.reason or "the run stopped", run.stop.exit_code
+        return done
+
+    def _executor(self, run: Run) -> Executor:
+        if self.workers <= 1:
+            return SequentialExecutor(run.envs)
+        from tbench.overnight.parallel import ParallelExecutor, Watchdog
+        from tbench.overnight.progress import Progress
+        from tbench.overnight.resources import Budget
+
+        progress = Progress(self.console, run.config.iterations, str(self.workers))
+        return ParallelExecutor(self.workers, Budget(), Watchdog(), progress)
+
+
 class Trainer:
     """A training folder being filled, round by round."""
 
@@ -126,8 +181,8 @@ class Trainer:
         self.settings = settings
         self.notify = notify
         self.console = console or Console(stderr=True)
-        self.current: Run | None = None
-        """The arm run in progress (the CLI's signal handler stops it)."""
+        self.arms = ArmRunner(result.plan.workers, notify, self.console)
+        """Runs the arms (the CLI's signal handler stops the one in progress through `request_stop`)."""
         self.stop_reason: str | None = None
         self.exit_code = 0
         self._trials: dict[str, list[TrialResult]] = {}
@@ -207,8 +262,7 @@ class Trainer:
     def request_stop(self, reason: str, exit_code: int = 130) -> None:
         if self.stop_reason is None:
             self.stop_reason, self.exit_code = reason, exit_code
-        if self.current is not None:
-            self.current.stop.request(reason, exit_code=exit_code)
+        self.arms.request_stop(reason, exit_code)
 
     def run(self, stop_after_round: int | None = None) -> TrainerResult:
         """Run every round not yet done; decide after each; the verdict at the end."""
@@ -304,43 +358,16 @@ class Trainer:
 
     def _advance(self, pid: str, r: int) -> bool:
         """Bring profile `pid`'s arm to round `r`; False when it stopped short (a signal, an outage)."""
-        layout = RunLayout(arm_dir(self.folder, pid))
-        label = lambda line: self.notify(f"[{pid}] {line}")  # noqa: E731
-        if layout.is_run():
-            _, state = load_run(layout.state, field="resume")
-            if all(it.status == "done" for it in state.iterations if it.iteration <= r):
-                return True
-            run = Run.resume(layout.state, label)
-        else:
-            run = Run.create(self._arm_options(self.profiles[pid]), label)
-        run.executor = self._executor(run)
-        self.current = run
         try:
-            state = run.execute(stop_after_iteration=r)
+            done = self.arms.advance(arm_dir(self.folder, pid), lambda: self._arm_options(self.profiles[pid]), r,
+                                     prefix=pid)  # fmt: skip
         finally:
-            run.executor.close()
-            self.current = None
             self._trials.pop(pid, None)
             self._count_spent()
             self.save()
-        done = all(it.status == "done" for it in state.iterations if it.iteration <= r)
         if not done and self.stop_reason is None:
-            self.stop_reason, self.exit_code = run.stop.reason or "the arm run stopped", run.stop.exit_code
+            self.stop_reason, self.exit_code = self.arms.stop_reason or "the arm run stopped", self.arms.exit_code
         return done
-
-    def _executor(self, run: Run) -> Executor:
-        if self.plan.workers <= 1:
-            return SequentialExecutor(run.envs)
-        from tbench.overnight.parallel import ParallelExecutor, Watchdog
-        from tbench.overnight.progress import Progress
-        from tbench.overnight.resources import Budget
-
-        return ParallelExecutor(
-            self.plan.workers,
-            Budget(),
-            Watchdog(),
-            Progress(self.console, run.config.iterations, str(self.plan.workers)),
-        )
 
     # ------------------------------------------------------------------ decisions
 
