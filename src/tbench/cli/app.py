@@ -21,6 +21,7 @@ from rich.console import Console
 from tbench import __version__
 from tbench.cli.lessons_cmds import register as register_lessons_commands
 from tbench.cli.report_cmds import register as register_report_commands
+from tbench.cli.train_cmds import register as register_train_commands
 from tbench.errors import UserError
 from tbench.secrets import redact_url
 
@@ -509,6 +510,7 @@ def version() -> None:
 
 register_report_commands(app)  # report, compare, episodes, baseline (cli/report_cmds.py)
 register_lessons_commands(app)  # lessons list|show|reflect|retire|export|import (cli/lessons_cmds.py)
+register_train_commands(app)  # train envs|plan|run|status|report|promote (cli/train_cmds.py)
 
 
 def _run(typer_app: typer.Typer) -> None:

@@ -47,7 +47,10 @@ from tbench.trainer.schema import (
     Verdict,
     find_profile,
     load_plan,
+    load_profile,
     plan_text,
+    profile_path,
+    write_profile,
 )
 
 Notify = Callable[[str], None]
@@ -195,8 +198,6 @@ class Trainer:
         if opts.plan is None:
             raise UserError("missing; give PLAN.toml (or --resume DIR)", field="plan")
         plan = load_plan(opts.plan)
-        if plan.strategy != "ab":
-            raise UserError("use the evolution entry point for strategy = 'evolve'", field="strategy")
         output = opts.output or Path("results") / new_training_id()
         check_output(output)
         root = (opts.project_root or Path.cwd()).resolve()
@@ -558,3 +559,58 @@ def headline(result: TrainerResult) -> str:
         for p in result.profiles
     )
     return f"{result.status}: {rates}; {result.spent.trials} trials, ${result.spent.usd:.2f}"
+
+
+def open_training(opts: TrainOptions, notify: Notify, *, resume: Path | None = None) -> Trainer:
+    """A new training run from `opts.plan`, or `resume` (a training folder) — A/B or evolution, as the plan says."""
+    if resume is not None:
+        strategy = load_result(resume.parent if resume.is_file() else resume).plan.strategy
+    else:
+        if opts.plan is None:
+            raise UserError("missing; give PLAN.toml (or --resume DIR)", field="plan")
+        strategy = load_plan(opts.plan).strategy
+    cls: type[Trainer] = Trainer
+    if strategy == "evolve":
+        from tbench.trainer.evolution import Evolver
+
+        cls = Evolver
+    return cls.resume(resume, opts, notify) if resume is not None else cls.create(opts, notify)
+
+
+def promote_winner(folder: Path, project_root: Path | None, as_name: str | None, *, force: bool) -> tuple[Path, str]:
+    """Write the training's winner (A/B: the verdict's winner; evolve: the candidate confirmed on held-out tasks)
+    to the project's profiles; nothing else the Trainer does touches them."""
+    result = load_result(folder)
+    root = (project_root or Path(result.project_root)).resolve()
+    if result.status not in ("completed", "budget_exhausted"):
+        raise UserError(f"the training is {result.status}, not finished; resume it first (tbench train run "
+                        f"--resume {folder})", path=folder)  # fmt: skip
+    if result.evolution is not None:
+        proposed = result.evolution.proposed
+        if proposed is None:
+            raise UserError("nothing to promote: no evolved profile was confirmed on the held-out tasks", path=folder)
+        profile = load_profile(folder / "profiles" / f"{proposed}.toml")
+    else:
+        winner = result.verdict.winner if result.verdict else None
+        if winner is None:
+            why = result.verdict.sentence if result.verdict else "no verdict"
+            raise UserError(f"nothing to promote: {why}", path=folder)
+        profile = next(p.profile for p in result.profiles if p.id == winner)
+    new_id = as_name or profile.id
+    try:
+        profile = AgentProfile.model_validate({**profile.model_dump(), "id": new_id})
+    except ValueError:
+        raise UserError(f"{new_id!r} is not a profile id: use letters, digits, '.', '_' or '-'", field="as") from None
+    path = profile_path(root, new_id)
+    if path.exists():
+        existing = load_profile(path)
+        if existing.digest() == profile.digest():
+            return path, new_id
+        if not force:
+            raise UserError("exists and sets the agent up differently; give --as NAME, or --force to overwrite",
+                            path=path)  # fmt: skip
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_profile(path, profile)
+    result.promoted = new_id
+    atomic_write_model(trainer_file(folder), result)
+    return path, new_id
