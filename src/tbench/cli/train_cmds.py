@@ -55,7 +55,7 @@ def envs(
     paths: Annotated[
         list[Path] | None, typer.Argument(help="Suites to describe [default: the bundled examples]")
     ] = None,
-) -> None:  # noqa: E501
+) -> None:
     """The kinds of gym environment tbench knows, and what each given suite is."""
     from tbench.trainer.gym import envs_text
 

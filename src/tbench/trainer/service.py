@@ -33,18 +33,15 @@ from tbench.models.results import TrialResult
 from tbench.models.run import load_run
 from tbench.overnight.executor import Executor, SequentialExecutor
 from tbench.overnight.iterate import IterateOptions, Run, check_output, check_project_root
-from tbench.stats.inference import compare, task_mean_rate, wilson
-from tbench.stats.power import look_alpha
+from tbench.stats.inference import task_mean_rate, wilson
+from tbench.trainer.racing import active_at, final_verdict, racing_look
 from tbench.trainer.readout import arm_dir, load_result, run_trials, trainer_file
 from tbench.trainer.schema import (
     GymEpisode,
-    PairVerdict,
     ProfileResult,
-    RacingDecision,
     Spent,
     TrainerResult,
     TrainingPlan,
-    Verdict,
     find_profile,
     load_plan,
     load_profile,
@@ -302,8 +299,7 @@ class Trainer:
 
     def active(self, round_: int) -> list[str]:
         """Profiles still racing at `round_` (the plan's order)."""
-        dropped = {d.profile for d in self.result.racing if d.action == "dropped" and d.round < round_}
-        return [p for p in self.plan.profiles if p not in dropped]
+        return active_at(self.plan, self.result.racing, round_)
 
     def _budget_allows(self, r: int, active: list[str]) -> bool:
         need = len(self.result.tasks) * len(active)
@@ -381,111 +377,24 @@ class Trainer:
         trials = [t for pid in self.plan.profiles for t in self._arm_trials(pid)]
         self.result.spent = Spent(trials=len(trials), usd=round(sum(t.cost_usd or 0.0 for t in trials), 6))
 
-    def _pairs(self) -> int:
-        n = len(self.plan.profiles)
-        return max(1, n * (n - 1) // 2)
-
-    def _alpha(self, r: int, *, final: bool) -> float:
-        """The alpha of the look after round r, per pair of profiles."""
-        alpha = self.plan.alpha
-        if self.plan.racing:
-            looks = self.plan.trials_per_task
-            a = look_alpha(alpha, r, looks)
-        else:
-            a = alpha if final else 0.0
-        return a / self._pairs()
-
-    def _rate(self, pid: str) -> float:
-        rate = task_mean_rate(self._arm_trials(pid))
-        return -1.0 if rate is None else rate
-
-    def _leader(self, ids: list[str]) -> str:
-        """The active profile passing most (ties: the plan's order)."""
-        return max(ids, key=lambda p: (self._rate(p), -self.plan.profiles.index(p)))
+    def _all_trials(self) -> dict[str, list[TrialResult]]:
+        return {pid: self._arm_trials(pid) for pid in self.plan.profiles}
 
     def _decide(self, r: int) -> None:
-        """Racing after round r: drop each active profile significantly worse than the leader."""
+        """Racing after round r (racing.py); a round decided before a kill is not decided again."""
         if any(d.round == r for d in self.result.racing):
-            return  # decided before a kill
-        final = r == self.plan.trials_per_task
-        if not self.plan.racing:
             return
-        active = self.active(r)
-        leader = self._leader(active)
-        a = self._alpha(r, final=final)
-        for pid in active:
-            if pid == leader:
-                continue
-            c = compare(self._arm_trials(pid), self._arm_trials(leader), label_a=pid, label_b=leader, alpha=a,
-                        seed=self.plan.seed)  # fmt: skip
-            worse = c.verdict == "improved"  # the leader passes significantly more
-            self.result.racing.append(
-                RacingDecision(
-                    round=r,
-                    profile=pid,
-                    against=leader,
-                    action="dropped" if worse and not final else "kept",
-                    diff=None if c.diff is None else -c.diff,
-                    p_value=c.p_value,
-                    alpha=a,
-                    reason=(
-                        f"significantly worse than {leader}: {c.details()}"
-                        if worse
-                        else f"not shown worse than {leader} at alpha {a:.3g}: {c.details()}"
-                    ),
-                )
-            )
-            if worse and not final:
-                self.notify(f"Racing: {pid} dropped after round {r} — worse than {leader} (p = {c.p_value:.3g})")
+        decisions = racing_look(self._all_trials(), self.plan, r, self.active(r))
+        self.result.racing.extend(decisions)
+        for d in decisions:
+            if d.action == "dropped":
+                self.notify(f"Racing: {d.profile} dropped after round {r}, worse than {d.against} "
+                            f"(p = {d.p_value:.3g} at alpha {d.alpha:.3g})")  # fmt: skip
 
     def _final(self) -> None:
-        """The verdict: the leader against the strongest other profile, at the last look's alpha."""
-        done = self.result.rounds_done
-        ids = list(self.plan.profiles)
-        active = self.active(done + 1) if done else ids
-        leader = self._leader(active if len(active) >= 1 else ids)
-        others = [p for p in ids if p != leader]
-        rival = max(others, key=lambda p: (self._rate(p), -ids.index(p)))
-        last = [d for d in self.result.racing if d.profile == rival and d.action == "dropped"]
-        final_look = done == self.plan.trials_per_task
-        a = last[-1].alpha if last else self._alpha(max(done, 1), final=final_look or not self.plan.racing)
-        c = compare(self._arm_trials(rival), self._arm_trials(leader), label_a=rival, label_b=leader, alpha=a,
-                    seed=self.plan.seed)  # fmt: skip
-        beaten = len(active) == 1 or (c.verdict == "improved" and self._beats_all(leader, active, a))
-        self.result.comparisons = [
-            PairVerdict(reference=ids[0], profile=p, alpha=a,
-                        comparison=compare(self._arm_trials(ids[0]), self._arm_trials(p), label_a=ids[0],
-                                           label_b=p, alpha=a, seed=self.plan.seed))
-            for p in ids[1:]
-        ]  # fmt: skip
-        winner = leader if beaten and done else None
-        if winner:
-            sentence = f"{leader} wins: {c.details()}"
-        elif done:
-            sentence = f"no difference shown between {leader} and {rival} at alpha {a:.3g}: {c.details()}"
-        else:
-            sentence = "no round finished: no verdict"
-        self.result.verdict = Verdict(
-            winner=winner,
-            reference=ids[0],
-            against=rival,
-            diff=None if c.diff is None else c.diff,
-            interval=None if c.interval is None else (c.interval.low, c.interval.high),
-            p_value=c.p_value if done else None,
-            test=c.test if done else None,
-            alpha=a,
-            sentence=sentence,
-        )
-        self.notify(f"Verdict: {sentence}")
-
-    def _beats_all(self, leader: str, active: list[str], a: float) -> bool:
-        for pid in active:
-            if pid == leader:
-                continue
-            c = compare(self._arm_trials(pid), self._arm_trials(leader), alpha=a, seed=self.plan.seed)
-            if c.verdict != "improved":
-                return False
-        return True
+        verdict, comparisons = final_verdict(self._all_trials(), self.plan, self.result.racing, self.result.rounds_done)
+        self.result.verdict, self.result.comparisons = verdict, comparisons
+        self.notify(f"Verdict: {verdict.sentence}")
 
     # ------------------------------------------------------------------ outputs
 
