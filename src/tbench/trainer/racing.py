@@ -120,7 +120,7 @@ def final_verdict(
             alpha=a,
             comparison=compare(
                 list(trials[ids[0]]), list(trials[p]), label_a=ids[0], label_b=p, alpha=a, seed=plan.seed
-            ),  # fmt: skip
+            ),
         )
         for p in ids[1:]
     ]
