@@ -280,7 +280,7 @@ def test_analyzer_finds_planted_clusters_weak_category_tool_errors_and_flips(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", SECRET)
-    result, a = ab_with_winner(tmp_path)
+    _, a = ab_with_winner(tmp_path)
     assert a.category_source == "suite"
     base = next(p for p in a.profiles if p.profile == "baseline")
     modes = {c.mode: (c.trials, c.tasks) for c in base.failures}
@@ -395,11 +395,12 @@ def test_report_md_of_racing_drops(tmp_path: Path) -> None:
 
 
 def evolve_world(folder: Path) -> TrainerResult:
-    hold = ["hold-1", "hold-2", "hold-3", "hold-4"]
+    hold = [f"hold-{n}" for n in range(1, 7)]
     cats = {t: "holdout" for t in hold}
     seed = write_arm(folder, "seed", {t: [failed(), failed(), ok()] for t in hold}, cats)
     best = write_arm(folder, "seed-g3", {t: [ok(), ok(), ok()] for t in hold}, cats)
     conf = pair("seed", seed, "seed-g3", best)
+    assert conf.comparison.verdict == "improved"  # confirmed on the held-out tasks
     prof = AgentProfile(id="x")
     cands = [
         Candidate(id="seed", parent=None, profile=prof, accepted=True, reason="the seed profile", validation_rate=0.3),
@@ -506,7 +507,24 @@ def test_report_html_of_an_evolution_in_chromium(chromium: str, tmp_path: Path) 
         nested = browser.evaluate("document.querySelector('ul.tree > li > ul > li > ul > li code').innerText")
         assert nested == "seed-g3"  # seed → seed-g1 → seed-g3
         assert browser.evaluate("document.querySelectorAll('ul.tree li.rejected').length") == 1
-        assert "Confirmed on the held-out tasks" in browser.evaluate("document.querySelector('#confirmation').innerText")
+        assert "Confirmed on the held-out tasks" in browser.evaluate(
+            "document.querySelector('#confirmation').innerText"
+        )
         assert "not written yet" in browser.evaluate("document.querySelector('table.side').innerText")
         assert overflow(browser, 360) <= 0
         browser.screenshot(ARTIFACTS / "trainer-report-evolve.png")
+
+
+def test_report_of_a_run_just_started_says_no_verdict_yet(tmp_path: Path) -> None:
+    """Before any round finished: no arm has results, no verdict, no analysis — both reports still render."""
+    empty = ProfileResult(id="baseline", profile=AgentProfile(id="baseline"), run_dir="arms/baseline", rounds=0,
+                          trials=0, graded_trials=0, passed=0, pass_rate=None)  # fmt: skip
+    other = empty.model_copy(update={"id": "terse-v2", "run_dir": "arms/terse-v2"})
+    result = trainer_result(tmp_path, [empty, other], TASKS, status="running", rounds_done=0)
+    md_path, html_path = write_trainer_reports(tmp_path, result, None)
+    md = md_path.read_text()
+    assert "**No verdict yet (running; 0 of 3 round(s) run).**" in md
+    assert "No trial has finished yet." in md and "| pass rate | no graded trial | no graded trial |" in md
+    assert "What the trials say" not in md
+    html = html_path.read_text()
+    assert 'class="banner pending"' in html and 'id="analysis"' not in html

@@ -30,6 +30,8 @@ __all__ = ["TrainerView", "build_view", "render_trainer_html", "render_trainer_m
 
 _URL_SAFE = re.compile(r"^[A-Za-z0-9._/-]*$")
 FLIP_MARK = "⇄"
+_MD_FLIPS = 10
+"""Most flipped tasks report.md details; report.html has them all."""
 
 
 def _href(rel: str) -> str:
@@ -409,7 +411,7 @@ def _analysis_md(view: TrainerView) -> list[str]:
             ]
     if a.flips:
         out += ["", "### Flipped tasks", ""]
-        for f in a.flips:
+        for f in a.flips[:_MD_FLIPS]:
             b, w = f.better, f.worse
             out.append(
                 f"- **{md(f.task_id)}** ({md(f.category)}): `{md(b.profile)}` {b.passed}/{b.graded}, "
@@ -419,6 +421,8 @@ def _analysis_md(view: TrainerView) -> list[str]:
             for s in (b, w):
                 if s.last_message:
                     out.append(f"  - last message of `{md(s.profile)}`: “{md(s.last_message)}”")
+        if len(a.flips) > _MD_FLIPS:
+            out.append(f"- … and {len(a.flips) - _MD_FLIPS} more in report.html")
     return out
 
 
