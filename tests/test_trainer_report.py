@@ -21,7 +21,7 @@ from tbench.models.results import TrialResult, tally
 from tbench.models.trajectory import Step, ToolCallRecord, ToolResultRecord, Trajectory
 from tbench.report.run_report import regenerate
 from tbench.stats.inference import compare, wilson
-from tbench.trainer.analyzer import Analysis, analyze
+from tbench.trainer.analyzer import Analysis, analyze, load_analysis, write_analysis
 from tbench.trainer.readout import load_result
 from tbench.trainer.report import write_trainer_reports
 from tbench.trainer.schema import (
@@ -311,7 +311,9 @@ def test_analyzer_finds_planted_clusters_weak_category_tool_errors_and_flips(
     assert any("6 task(s) pass mostly with terse-v2 and fail mostly with baseline" in x for x in a.findings)
     dumped = a.model_dump_json()
     assert SECRET not in dumped and "[REDACTED]" in dumped
-    assert Analysis.model_validate_json(dumped) == a  # what DIR/analysis.json holds reads back
+    assert load_analysis(tmp_path) is None
+    write_analysis(tmp_path, a)
+    assert load_analysis(tmp_path) == a  # DIR/analysis.json reads back
 
 
 def test_analyzer_without_a_readable_suite_or_trajectories_falls_back(tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from tbench.bench.formats import load_suite
 from tbench.errors import UserError
+from tbench.fsutil import atomic_write_text
 from tbench.models.common import Versioned, read_model, utcnow
 from tbench.models.layout import ANALYSIS_FILE, RunLayout, TrialPaths
 from tbench.models.results import TrialResult, tally
@@ -39,7 +40,9 @@ __all__ = [
     "WeakCategory",
     "analysis_file",
     "analyze",
+    "load_analysis",
     "short_text",
+    "write_analysis",
 ]
 
 UNCATEGORIZED = "uncategorized"
@@ -62,6 +65,18 @@ _SPACE = re.compile(r"\s+")
 
 def analysis_file(folder: Path) -> Path:
     return folder / ANALYSIS_FILE
+
+
+def write_analysis(folder: Path, analysis: Analysis) -> Path:
+    path = analysis_file(folder)
+    atomic_write_text(path, analysis.model_dump_json(indent=2))
+    return path
+
+
+def load_analysis(folder: Path) -> Analysis | None:
+    """`DIR/analysis.json`, or None where it was not written yet (a wrong file is one line, as every file)."""
+    path = analysis_file(folder)
+    return read_model(path, Analysis, "an analysis.json") if path.is_file() else None
 
 
 def short_text(text: str | None, limit: int = EXAMPLE_CHARS, redact: Redactor | None = None) -> str:

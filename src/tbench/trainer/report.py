@@ -30,6 +30,7 @@ __all__ = ["TrainerView", "build_view", "render_trainer_html", "render_trainer_m
 
 _URL_SAFE = re.compile(r"^[A-Za-z0-9._/-]*$")
 FLIP_MARK = "⇄"
+_TESTS = {"mcnemar": "McNemar", "sign": "sign"}
 _MD_FLIPS = 10
 """Most flipped tasks report.md details; report.html has them all."""
 
@@ -152,7 +153,7 @@ def _verdict(result: TrainerResult) -> tuple[str, str, list[str]]:
         )
     other = v.against or "the other profile"
     evidence = f"{pp(v.diff)} in pass rate (95% interval {interval_text(v.interval, points=True)})"
-    test = f" by the exact {v.test} test" if v.test else ""
+    test = f" by the exact {_TESTS.get(v.test, v.test)} test" if v.test else ""
     details = [f"{p_words(v.p_value)}{test}; a difference is claimed only below {v.alpha:g}."]
     if v.sentence:
         details.append(v.sentence)
