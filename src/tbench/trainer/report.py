@@ -154,7 +154,7 @@ def _verdict(result: TrainerResult) -> tuple[str, str, list[str]]:
     other = v.against or "the other profile"
     evidence = f"{pp(v.diff)} in pass rate (95% interval {interval_text(v.interval, points=True)})"
     test = f" by the exact {_TESTS.get(v.test, v.test)} test" if v.test else ""
-    details = [f"{p_words(v.p_value)}{test}; a difference is claimed only below {v.alpha:g}."]
+    details = [f"{p_words(v.p_value)}{test}; a difference is claimed only below {v.alpha:.3g}."]
     if v.sentence:
         details.append(v.sentence)
     if v.winner is not None:
