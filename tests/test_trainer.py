@@ -125,7 +125,7 @@ def test_helping_world_the_better_profile_wins_and_racing_stops_the_worse(fake: 
     assert proc.returncode == 0, proc.stdout + proc.stderr
     result = _result(tmp_path / "out")
     assert result["verdict"]["winner"] == "rule"
-    low, high = result["verdict"]["interval"]
+    low, _ = result["verdict"]["interval"]
     assert low > 0 and result["verdict"]["p_value"] < result["verdict"]["alpha"]
     dropped = [d for d in result["racing"] if d["action"] == "dropped"]
     assert [d["profile"] for d in dropped] == ["baseline"] and dropped[0]["round"] < 4
@@ -161,7 +161,8 @@ def test_hurting_world_the_harmful_profile_is_dropped_and_baseline_wins(fake: Fa
 
 
 def test_null_world_claims_a_winner_in_at_most_one_of_20_seeds(fake: FakeOllama, tmp_path: Path) -> None:
-    """Two profiles the model cannot tell apart, tasks of every difficulty; 20 seeds, racing on (k = 3)."""
+    """Two profiles the model cannot tell apart, tasks of every difficulty; 20 seeds, racing on (k = 2). The
+    rule's false-positive rate itself is measured over many more seeds in test_trainer_racing.py."""
     from rich.console import Console
 
     from tbench.models.model_settings import ChatOptions, ModelSettings
@@ -174,11 +175,11 @@ def test_null_world_claims_a_winner_in_at_most_one_of_20_seeds(fake: FakeOllama,
     settings = ModelSettings(ollama_endpoint=fake.url, options=ChatOptions(retries=0))
     for seed in range(20):
         fake.add_model("agent", agent(100 + seed, lambda word, system: chances[word]))
-        plan = _plan(root, suite, ["baseline", "calm"], k=3)
+        plan = _plan(root, suite, ["baseline", "calm"], k=2)
         opts = TrainOptions(plan=plan, output=tmp_path / f"out-{seed}", project_root=root, models=settings)
         trainer = Trainer.create(opts, lambda line: None, Console(file=open(os.devnull, "w")))  # noqa: SIM115
         result = trainer.run()
-        assert result.status == "completed" and result.spent.trials == 60
+        assert result.status == "completed" and result.spent.trials == 40
         winners.append(result.verdict.winner if result.verdict else None)
     assert sum(w is not None for w in winners) <= 1, winners
 
@@ -200,8 +201,9 @@ def test_kill_9_then_resume_loses_nothing_and_runs_nothing_twice(fake: FakeOllam
     root = _project(tmp_path, calm=NEUTRAL)
     plan = _plan(root, _suite(tmp_path / "words.json", 8), ["baseline", "calm"], k=3, extra="workers = 2")
     out = tmp_path / "out"
-    cmd = [sys.executable, "-c", "from tbench.cli.app import main; main()", "train", "run", str(plan), "--output",
-           str(out), "--project-root", str(root), "--ollama-endpoint", fake.url, "--model-option", "retries=0"]  # fmt: skip
+    cmd = [sys.executable, "-c", "from tbench.cli.app import main; main()", "train", "run", str(plan),
+           "--output", str(out), "--project-root", str(root), "--ollama-endpoint", fake.url,
+           "--model-option", "retries=0"]  # fmt: skip
     rng = random.Random(7)
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 60
