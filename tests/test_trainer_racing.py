@@ -87,3 +87,22 @@ def test_three_profiles_share_alpha_and_the_worst_is_raced_out_first() -> None:
     assert all(s.winner == "C" for s in sims)
     null = {"A": [0.5] * 20, "B": [0.5] * 20, "C": [0.5] * 20}
     assert sum(simulate(plan, null, seed).winner is not None for seed in range(60)) <= 3
+
+
+def test_pareto_front_and_cost_note_never_overrule_the_pass_rate_verdict() -> None:
+    from tbench.models.profile import AgentProfile
+    from tbench.trainer.schema import ProfileResult, Verdict
+    from tbench.trainer.service import cost_note, pareto_front
+
+    def prof(pid: str, rate: float, per_pass: float) -> ProfileResult:
+        return ProfileResult(id=pid, profile=AgentProfile(id=pid), run_dir=f"arms/{pid}", rounds=1, trials=10,
+                             graded_trials=10, passed=int(rate * 10), pass_rate=rate, cost_per_pass=per_pass)  # fmt: skip
+
+    profiles = [prof("a", 0.6, 0.50), prof("b", 0.6, 0.20), prof("c", 0.8, 0.90), prof("d", 0.5, 0.95)]
+    assert pareto_front(profiles) == ["b", "c"]  # a: b is as good and cheaper; d: beaten on both
+    none = Verdict(winner=None, reference="a", against="b", diff=0.0, interval=None, p_value=1.0, test="sign",
+                   alpha=0.05, sentence="")  # fmt: skip
+    assert cost_note(profiles, none) == (
+        "min_cost_per_pass: no pass-rate difference is shown; b costs least per pass ($0.2000)"
+    )
+    assert cost_note(profiles, none.model_copy(update={"winner": "c"})) is None

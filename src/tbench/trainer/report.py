@@ -157,6 +157,10 @@ def _verdict(result: TrainerResult) -> tuple[str, str, list[str]]:
     details = [f"{p_words(v.p_value)}{test}; a difference is claimed only below {v.alpha:.3g}."]
     if v.sentence:
         details.append(v.sentence)
+    if result.cost_note:
+        details.append(result.cost_note)
+    if result.plan.objective == "pareto" and result.pareto_front:
+        details.append(f"Pareto front (pass rate against cost per pass): {', '.join(result.pareto_front)}.")
     if v.winner is not None:
         loser = v.against if v.against != v.winner else v.reference
         return "good", f"{v.winner} is better than {loser}: {evidence}.", details

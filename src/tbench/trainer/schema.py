@@ -335,6 +335,10 @@ class TrainerResult(Versioned):
     spent: Spent = Field(default_factory=Spent)
     budget: Budget = Field(default_factory=Budget)
     evolution: EvolutionTree | None = None
+    pareto_front: list[str] = Field(default_factory=list)
+    """Profiles no other profile beats on both pass rate and cost per pass (objective `pareto`)."""
+    cost_note: str | None = None
+    """objective `min_cost_per_pass`: which of the profiles not shown to differ in pass rate costs least per pass."""
     stop_reason: str | None = None
     promoted: str | None = None
     """The profile `tbench train promote` wrote, once it has."""

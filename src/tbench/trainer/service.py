@@ -42,6 +42,7 @@ from tbench.trainer.schema import (
     Spent,
     TrainerResult,
     TrainingPlan,
+    Verdict,
     find_profile,
     load_plan,
     load_profile,
@@ -395,6 +396,11 @@ class Trainer:
         verdict, comparisons = final_verdict(self._all_trials(), self.plan, self.result.racing, self.result.rounds_done)
         self.result.verdict, self.result.comparisons = verdict, comparisons
         self.notify(f"Verdict: {verdict.sentence}")
+        profiles = self.profile_results()
+        self.result.pareto_front = pareto_front(profiles)
+        self.result.cost_note = cost_note(profiles, verdict) if self.plan.objective == "min_cost_per_pass" else None
+        if self.result.cost_note:
+            self.notify(self.result.cost_note)
 
     # ------------------------------------------------------------------ outputs
 
@@ -460,6 +466,30 @@ class Trainer:
             self.folder / GYM_EPISODES_FILE, "".join(json.dumps(e.model_dump()) + "\n" for e in self.episodes())
         )
         atomic_write_model(trainer_file(self.folder), self.result)
+
+
+def pareto_front(profiles: list[ProfileResult]) -> list[str]:
+    """Profiles no other beats on pass rate and cost per pass at once (no cost recorded counts as free)."""
+
+    def point(p: ProfileResult) -> tuple[float, float]:
+        return (p.pass_rate or 0.0, -(p.cost_per_pass or 0.0))
+
+    return [
+        p.id
+        for p in profiles
+        if not any(point(q)[0] >= point(p)[0] and point(q)[1] >= point(p)[1] and point(q) != point(p) for q in profiles)
+    ]
+
+
+def cost_note(profiles: list[ProfileResult], verdict: Verdict) -> str | None:
+    """Among the profiles the verdict does not separate (all of them when there is no winner; only the winner
+    otherwise), the one that costs least per pass. The pass-rate verdict is never overruled by cost."""
+    tied = [p for p in profiles if p.cost_per_pass is not None and (verdict.winner in (None, p.id))]
+    if verdict.winner is not None or len(tied) < 2:
+        return None
+    cheapest = min(tied, key=lambda p: p.cost_per_pass or 0.0)
+    return (f"min_cost_per_pass: no pass-rate difference is shown; {cheapest.id} costs least per pass "
+            f"(${cheapest.cost_per_pass:.4f})")  # fmt: skip
 
 
 def headline(result: TrainerResult) -> str:
