@@ -96,7 +96,8 @@ def test_pareto_front_and_cost_note_never_overrule_the_pass_rate_verdict() -> No
 
     def prof(pid: str, rate: float, per_pass: float) -> ProfileResult:
         return ProfileResult(id=pid, profile=AgentProfile(id=pid), run_dir=f"arms/{pid}", rounds=1, trials=10,
-                             graded_trials=10, passed=int(rate * 10), pass_rate=rate, cost_per_pass=per_pass)  # fmt: skip
+                             graded_trials=10, passed=int(rate * 10), pass_rate=rate,
+                             cost_per_pass=per_pass)  # fmt: skip
 
     profiles = [prof("a", 0.6, 0.50), prof("b", 0.6, 0.20), prof("c", 0.8, 0.90), prof("d", 0.5, 0.95)]
     assert pareto_front(profiles) == ["b", "c"]  # a: b is as good and cheaper; d: beaten on both
