@@ -46,7 +46,7 @@ def _settings(
 train = typer.Typer(
     rich_markup_mode=None,
     no_args_is_help=True,
-    help="The Trainer: compare agent profiles (A/B with racing), size plans, evolve profiles, promote a winner.",
+    help="The Trainer: compare and evolve agent profiles.\n\nA/B with racing, power planning, evolution, promote.",
 )
 
 
@@ -56,7 +56,7 @@ def envs(
         list[Path] | None, typer.Argument(help="Suites to describe [default: the bundled examples]")
     ] = None,
 ) -> None:
-    """The kinds of gym environment tbench knows, and what each given suite is."""
+    """Kinds of gym environment, and what each suite is."""
     from tbench.trainer.gym import envs_text
 
     _say(envs_text(list(paths or [])))
@@ -76,7 +76,9 @@ def plan(
     openai_endpoint: OpenAIEndpoint = None,
     model_option: ModelOption = None,
 ) -> None:
-    """How many trials per task the plan needs to detect its target effect (from the measured variance)."""
+    """Trials per task the plan needs (power, from measured variance).
+
+    Writes nothing."""
     from tbench.trainer.planning import plan_text, power_plan
 
     root = (project_root or Path.cwd()).resolve()
@@ -95,7 +97,9 @@ def run(
     model_option: ModelOption = None,
     stop_after_round: Annotated[int | None, typer.Option(help="Stop (resumably) after this round")] = None,
 ) -> None:
-    """Run a training plan: profiles interleaved round by round through the overnight runner."""
+    """Run a plan: A/B with racing, or evolution.
+
+    Profiles run interleaved, round by round, through the overnight runner; kill it and --resume DIR."""
     from tbench.trainer.service import TrainOptions, headline, open_training
 
     settings = _settings(ollama_endpoint, openai_endpoint, model_option)
@@ -133,7 +137,9 @@ def _write_reports(folder: Path, result: TrainerResult) -> tuple[Path, Path]:
 
 @train.command("status")
 def status(folder: Folder) -> None:
-    """Where a training run stands: rounds, each profile's rate, racing, the verdict so far."""
+    """Where a training run stands.
+
+    Rounds, each profile's rate, racing, the verdict so far."""
     from tbench.trainer.readout import load_result
     from tbench.trainer.service import headline
 
@@ -158,7 +164,7 @@ def status(folder: Folder) -> None:
 
 @train.command("report")
 def report(folder: Folder) -> None:
-    """Write report.md and report.html of a training folder."""
+    """Write report.md and report.html."""
     from tbench.trainer.readout import load_result
 
     md, html = _write_reports(folder, load_result(folder))
@@ -172,7 +178,9 @@ def promote(
     as_name: Annotated[str | None, typer.Option("--as", help="Profile id to write it as [default: its own]")] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite a different profile of that id")] = False,
 ) -> None:
-    """Write the winner to .openagents/trainer/profiles/, where --profile NAME finds it."""
+    """Write the winner where --profile finds it.
+
+    To .openagents/trainer/profiles/<id>.toml; nothing else the Trainer does touches the project."""
     from tbench.trainer.service import promote_winner
 
     path, profile_id = promote_winner(folder, project_root, as_name, force=force)

@@ -23,6 +23,8 @@ def arm_dir(folder: Path, profile_id: str) -> Path:
 def load_result(folder: Path) -> TrainerResult:
     """`DIR/trainer.json`, or one line saying `DIR` is not a training folder."""
     path = trainer_file(folder)
+    if not folder.exists():
+        raise UserError("does not exist; give the --output folder of `tbench train run`", path=folder)
     if not folder.is_dir():
         raise UserError("is not a folder; give the --output folder of `tbench train run`", path=folder)
     if not path.is_file():

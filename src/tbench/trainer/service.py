@@ -194,7 +194,7 @@ class Trainer:
     def create(cls, opts: TrainOptions, notify: Notify, console: Console | None = None) -> Trainer:
         """Validate the plan, its profiles, suite, model and budget; only then write the training folder."""
         if opts.plan is None:
-            raise UserError("missing; give PLAN.toml (or --resume DIR)", field="plan")
+            raise UserError("missing; give PLAN.toml (or --resume DIR)", field="PLAN")
         plan = load_plan(opts.plan)
         output = opts.output or Path("results") / new_training_id()
         check_output(output)
@@ -506,7 +506,7 @@ def open_training(opts: TrainOptions, notify: Notify, *, resume: Path | None = N
         strategy = load_result(resume.parent if resume.is_file() else resume).plan.strategy
     else:
         if opts.plan is None:
-            raise UserError("missing; give PLAN.toml (or --resume DIR)", field="plan")
+            raise UserError("missing; give PLAN.toml (or --resume DIR)", field="PLAN")
         strategy = load_plan(opts.plan).strategy
     cls: type[Trainer] = Trainer
     if strategy == "evolve":
