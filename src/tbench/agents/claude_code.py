@@ -355,6 +355,8 @@ class ClaudeCodeAgent(ModelRunner):
             extra += f" --max-turns {int(ctx.max_turns)}"
         if self.config.model:
             extra += " --model " + shlex.quote(self.config.model)
+        if ctx.tools is not None:  # the CLI's built-in tool set, narrowed (`--allowedTools` only skips prompts)
+            extra += " --tools " + shlex.quote(",".join(ctx.tools))
         return _COMMAND.replace("{extra}", extra)
 
     def run_task(self, task: Task, env: Environment, ctx: AgentContext) -> AgentResult:

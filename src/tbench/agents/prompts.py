@@ -3,14 +3,14 @@ the Archivist) reach every agent the same way: as a final "Lessons" section."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 TOOL_AGENT_PROMPT = """\
 You are an autonomous software engineer solving a task in a terminal environment. Nobody will answer \
 questions: decide for yourself and act.
 
 Environment: a Linux machine; your working directory is {workdir}. You act only through tools:
-- shell: run a bash command there and see its exit code and output (long output is cut; hard time limit).
-- read_file: read a text file.
-- write_file: create or overwrite a text file with the given content.
+{tools}
 
 How to work:
 1. Look before you change anything: list files, read the relevant ones.
@@ -19,6 +19,14 @@ How to work:
 4. Paths may be relative to the working directory or absolute.
 5. When the task is done, reply with a short summary and no tool call — that ends your turn for good.
 """
+
+#: How the tool agent's prompt describes each of its tools (only those offered are listed).
+TOOL_LINES = {
+    "shell": "- shell: run a bash command there and see its exit code and output (long output is cut; hard time "
+    "limit).",
+    "read_file": "- read_file: read a text file.",
+    "write_file": "- write_file: create or overwrite a text file with the given content.",
+}
 
 CLAUDE_CODE_APPEND = """\
 You are running unattended as a benchmark agent in a sandbox. Nobody will answer questions: decide for \
@@ -58,9 +66,13 @@ def lessons_section(append: str | None) -> str:
     return "\n\n# Lessons from earlier runs\n" + append.strip() + "\n"
 
 
-def tool_agent_system_prompt(workdir: str, append: str | None, budget_sec: float | None = None) -> str:
-    """System prompt of the tool-calling loop (Ollama and other chat-API models); `budget_sec` None: no hint."""
-    return TOOL_AGENT_PROMPT.format(workdir=workdir) + budget_section(budget_sec) + lessons_section(append)
+def tool_agent_system_prompt(
+    workdir: str, append: str | None, budget_sec: float | None = None, tools: Sequence[str] | None = None
+) -> str:
+    """System prompt of the tool-calling loop (Ollama and other chat-API models); `budget_sec` None: no hint;
+    `tools`: the tools offered (a profile may narrow them), None: all."""
+    lines = "\n".join(line for name, line in TOOL_LINES.items() if tools is None or name in tools)
+    return TOOL_AGENT_PROMPT.format(workdir=workdir, tools=lines) + budget_section(budget_sec) + lessons_section(append)
 
 
 def claude_code_append_prompt(append: str | None, budget_sec: float | None = None) -> str:

@@ -189,9 +189,11 @@ class _Episode:
         self.agent = agent
         self.ctx = ctx
         self.deadline = time.monotonic() + ctx.timeout_sec
-        self.tools = Toolbox(env, deadline=self.deadline)
+        self.tools = Toolbox(env, deadline=self.deadline, allowed=ctx.tools)
         self.redact = Redactor()
-        system = tool_agent_system_prompt(env.workdir, ctx.system_prompt_append, ctx.budget_sec)
+        system = tool_agent_system_prompt(
+            env.workdir, ctx.system_prompt_append, ctx.budget_sec, [t.name for t in self.tools.specs]
+        )
         self.messages = [ChatMessage(role="system", content=system), ChatMessage(role="user", content=ctx.instruction)]
         self.raw_path: Path = ctx.logs_dir / agent.raw_output_file
         self.trajectory = TrajectoryRecorder(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -113,12 +114,19 @@ def _str_arg(args: dict[str, Any], key: str, *, allow_empty: bool = False) -> st
 class Toolbox:
     """Runs the model's tool calls in one trial's environment, within the task's deadline."""
 
-    specs = TOOLS
-
-    def __init__(self, env: Environment, *, deadline: float, output_budget: int = DEFAULT_OUTPUT_BUDGET) -> None:
+    def __init__(
+        self,
+        env: Environment,
+        *,
+        deadline: float,
+        output_budget: int = DEFAULT_OUTPUT_BUDGET,
+        allowed: Sequence[str] | None = None,
+    ) -> None:
         self.env = env
         self.deadline = deadline
         self.budget = output_budget
+        self.specs: tuple[ToolSpec, ...] = tuple(t for t in TOOLS if allowed is None or t.name in allowed)
+        """The tools offered to the model (an agent profile may narrow them); a call to any other is refused."""
 
     def remaining(self) -> float:
         return self.deadline - time.monotonic()
@@ -128,6 +136,9 @@ class Toolbox:
         try:
             if self.remaining() <= 0:
                 raise ToolError("the task's time is up")
+            offered = [t.name for t in self.specs]
+            if call.name not in offered:
+                raise ToolError(f"unknown tool {call.name!r}; the tools are {', '.join(offered)}")
             if call.name == SHELL.name:
                 outcome = self._shell(call.arguments)
             elif call.name == READ_FILE.name:
@@ -135,7 +146,7 @@ class Toolbox:
             elif call.name == WRITE_FILE.name:
                 outcome = self._write(call.arguments)
             else:
-                raise ToolError(f"unknown tool {call.name!r}; the tools are {', '.join(t.name for t in TOOLS)}")
+                raise AssertionError(f"offered tool {call.name!r} has no implementation")
         except ToolError as exc:
             outcome = ToolOutcome(text=f"error: {exc}", is_error=True)
         return ToolOutcome(outcome.text, outcome.is_error, outcome.exit_code, int((time.monotonic() - t0) * 1000))

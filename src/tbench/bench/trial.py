@@ -45,6 +45,8 @@ class AgentContext:
     """Extra system-prompt text (lessons): one place, so every agent injects the same way."""
     budget_hint: bool = True
     """Tell the agent its time budget (system prompt; the tool loop also each turn's time left)."""
+    tools: tuple[str, ...] | None = None
+    """The only tools the agent may offer its model (an agent profile's `tools`); None: all of its own."""
 
     @property
     def budget_sec(self) -> float | None:
@@ -171,6 +173,7 @@ def _act_and_verify(
         logs_dir=spec.trial_dir / AGENT_DIR,
         system_prompt_append=spec.system_prompt_append,
         budget_hint=spec.budget_hint,
+        tools=spec.tools,
     )
     ctx.logs_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()

@@ -140,6 +140,13 @@ MaxOutageOpt = Annotated[
     float | None,
     typer.Option(help="Stop (resumably, exit 75) when the model server stays down this long (s) [default: 3600]"),
 ]
+ProfileOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Agent profile NAME from .openagents/trainer/profiles/NAME.toml (under --project-root): model, "
+        "prompt, lesson policy, sampler, tools and limits; what it sets wins over the flags [default: none]"
+    ),
+]
 NoBudgetHintOpt = Annotated[
     bool, typer.Option("--no-budget-hint", help="Do not tell the agent its time budget in its prompt")
 ]
@@ -155,6 +162,7 @@ SHARED_OPTIONS: tuple[inspect.Parameter, ...] = (
     _option("output", OutputOpt),
     _option("iterations", IterationsOpt),
     _option("model", ModelOpt),
+    _option("profile", ProfileOpt),
     _option("resume", ResumeOpt),
     _option("timeout", TimeoutOpt),
     _option("timeout_multiplier", TimeoutMultiplierOpt),
@@ -320,6 +328,10 @@ def _open_run(
         return run
     if settings["suite"] is None:
         raise UserError("missing; give --suite PATH (or --resume PATH/state.json)", field="suite")
+    if "profile" in given:  # read before anything is written: an unknown or broken profile is one line
+        from tbench.trainer.schema import find_profile
+
+        given["profile"] = find_profile(given.get("project_root") or Path.cwd(), given["profile"])
     given["models"] = model_settings_from_flags(given)
     given["learning"] = learning_from_flags(given)
     opts = IterateOptions(
@@ -336,7 +348,9 @@ def _open_run(
     run = Run.create(opts, _notify, preflight)
     _notify(
         f"Run {run.config.run_id}: {len(run.tasks)} task(s) x {run.config.iterations} iteration(s), "
-        f"model {run.config.model} → {run.dir}"
+        f"model {run.config.model}"
+        + (f", profile {run.config.profile.id}" if run.config.profile is not None else "")
+        + f" → {run.dir}"
     )
     return run
 

@@ -140,7 +140,7 @@ class OllamaTransport:
     def _request_options(self) -> dict[str, Any]:
         o = self.options
         opts: dict[str, Any] = {"num_ctx": self.num_ctx}
-        for key in ("temperature", "seed", "num_predict"):
+        for key in ("temperature", "top_p", "seed", "num_predict"):
             if (value := getattr(o, key)) is not None:
                 opts[key] = value
         return opts

@@ -175,6 +175,8 @@ class OpenAICompatTransport:
         else:
             if o.temperature is not None:
                 extra["temperature"] = o.temperature
+            if o.top_p is not None:
+                extra["top_p"] = o.top_p
             if o.num_predict is not None:
                 extra["max_tokens"] = o.num_predict
         if o.seed is not None:

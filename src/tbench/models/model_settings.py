@@ -22,6 +22,8 @@ class ChatOptions(BaseModel):
     """Context window asked of the server. Ollama's own default (2-4k on small GPUs) is far too small for an
     agent; capped at the model's trained context when the server reports it."""
     temperature: float | None = Field(default=None, ge=0)
+    top_p: float | None = Field(default=None, gt=0, le=1)
+    """Nucleus sampling: only the most likely tokens whose probabilities add up to this are drawn from."""
     seed: int | None = None
     """Sampler seed; defaults to `--seed` when that is given."""
     keep_alive: str | None = None

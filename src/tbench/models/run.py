@@ -18,6 +18,7 @@ from tbench.models.grading import Outcome
 from tbench.models.layout import CONFIG_FILE, STATE_FILE
 from tbench.models.lessons import LearningConfig
 from tbench.models.model_settings import ModelSettings
+from tbench.models.profile import AgentProfile
 from tbench.models.task import SkippedTask, TimeLimits
 
 
@@ -66,6 +67,9 @@ class RunConfig(Versioned):
     """--timeout-multiplier: applied to every agent and verifier limit a task sets."""
     agent_timeout_sec: float | None = Field(default=None, gt=0)
     """--agent-timeout: the agent limit of every task."""
+    profile: AgentProfile | None = None
+    """--profile NAME, as it was when the run began (already applied to the fields above: model, max_turns,
+    timeout_multiplier, learning, model_settings.options); its prompt text and tools reach every trial."""
 
     @property
     def time_limits(self) -> TimeLimits:

@@ -32,6 +32,8 @@ class TrialSpec(BaseModel):
     """Tell the agent its time budget (config.json's `budget_hint`)."""
     lesson_ids: tuple[str, ...] = ()
     """Ids of the lessons in `system_prompt_append`, recorded on the result."""
+    tools: tuple[str, ...] | None = None
+    """The only tools the agent may offer its model (a profile's `tools`); None: all of its own."""
 
 
 class WorkerJob(BaseModel):

@@ -4,6 +4,7 @@ or worker processes) through the `TrialBook` methods below; this module alone bo
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 import shutil
 from collections.abc import Callable
@@ -35,6 +36,7 @@ from tbench.models.grading import rate_text, retries_allowed
 from tbench.models.layout import INTERRUPTED_DIR, OUTAGE_DIR, RETRIES_DIR, ProjectLayout, RunLayout
 from tbench.models.lessons import LearningConfig
 from tbench.models.model_settings import ModelSettings
+from tbench.models.profile import AgentProfile
 from tbench.models.results import Summary, TerminalBenchResults, TrialResult, base_id, is_control
 from tbench.models.run import IterationState, RunConfig, RunState, load_run
 from tbench.models.summary import IterationDelta
@@ -42,6 +44,7 @@ from tbench.models.task import Task
 from tbench.models.trial import TrialSpec, WorkerJob
 from tbench.overnight.breaker import MAX_SERVER_RERUNS, CircuitBreaker, close_stale
 from tbench.overnight.executor import Executor, SequentialExecutor, StopControl
+from tbench.overnight.profile import LESSON_FIELDS, SAMPLER_FIELDS, check_profile_tools
 from tbench.report.pages import write_trajectory_page
 from tbench.report.run_report import write_reports
 from tbench.secrets import MASK, redact_url
@@ -83,6 +86,27 @@ class IterateOptions:
     skip_invalid: bool = False
     timeout_multiplier: float = 1.0
     agent_timeout_sec: float | None = None
+    profile: AgentProfile | None = None
+    """`--profile NAME`: applied over the other options by `Run.create` (overnight/profile.py)."""
+
+
+def apply_profile(opts: IterateOptions, profile: AgentProfile) -> IterateOptions:
+    """`opts` with `profile` applied: its model replaces `--model`, its max turns `--max-turns`, its timeout
+    multiplier multiplies the run's; lesson policy and sampler settings replace the run's one by one. A tool
+    list that names a tool the agent lacks is refused (field `profile`)."""
+    model = profile.model or opts.model
+    check_profile_tools(profile, model, validation=opts.models.claude_validation_rate > 0)
+    sampler = {k: v for k in SAMPLER_FIELDS if (v := getattr(profile, k)) is not None}
+    lessons = {k: v for k in LESSON_FIELDS if (v := getattr(profile, k)) is not None}
+    return dataclasses.replace(
+        opts,
+        model=model,
+        max_turns=profile.max_turns if profile.max_turns is not None else opts.max_turns,
+        timeout_multiplier=opts.timeout_multiplier * profile.timeout_multiplier,
+        learning=opts.learning.model_copy(update=lessons),
+        models=opts.models.model_copy(update={"options": opts.models.options.model_copy(update=sampler)}),
+        profile=profile,
+    )
 
 
 #: Endpoint settings whose URL credentials config.json does not keep: a resume takes them again (same URL).
@@ -207,6 +231,8 @@ class Run:
     @classmethod
     def create(cls, opts: IterateOptions, notify: Notify, preflight: Preflight | None = None) -> Run:
         """Validate everything first; only then make the run folder, so bad input writes nothing."""
+        if opts.profile is not None:
+            opts = apply_profile(opts, opts.profile)
         if opts.iterations < 1:
             raise UserError(f"must be at least 1 (got {opts.iterations})", field="iterations")
         if opts.timeout_sec <= 0:
@@ -275,6 +301,7 @@ class Run:
             skipped_tasks=list(suite.skipped),
             timeout_multiplier=opts.timeout_multiplier,
             agent_timeout_sec=opts.agent_timeout_sec,
+            profile=opts.profile,
         )
         layout = RunLayout(output.resolve())
         layout.dir.mkdir(parents=True, exist_ok=True)
@@ -424,7 +451,15 @@ class Run:
         self.state.save(self.dir)
         label = self.models.choose(iteration, base_id(task.id)).label  # both arms: one model
         tools = agent_tools(model_config_for(label, self.config.model_settings))
+        profile = self.config.profile
+        offered = tuple(profile.tools) if profile is not None and profile.tools is not None else None
+        if offered is not None:
+            tools = tools & frozenset(offered)
         lessons = self.learning.inject(iteration, task, tools)
+        append = lessons.text
+        own = (profile.system_prompt_append or "").strip() if profile is not None else ""
+        if own:  # the profile's text, then the lessons'
+            append = own + ("\n\n" + lessons.text.strip() if lessons.text and lessons.text.strip() else "")
         return TrialSpec(
             task=self.config.time_limits.apply(task),
             run_id=self.config.run_id,
@@ -435,9 +470,10 @@ class Run:
             model_label=label,
             default_timeout_sec=self.config.timeout_sec,
             max_turns=self.config.max_turns,
-            system_prompt_append=lessons.text,
+            system_prompt_append=append,
             budget_hint=self.config.budget_hint,
             lesson_ids=tuple(lessons.ids),
+            tools=offered,
         )
 
     def finish_trial(self, iteration: int, task: Task, result: TrialResult) -> bool:
