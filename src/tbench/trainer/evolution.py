@@ -27,7 +27,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from rich.console import Console
 
@@ -444,7 +444,8 @@ class Evolver:
             self._save_index()  # before the run folder exists: a kill after it finds the folder again
             have.update({t: entry for t in missing})
         out: dict[str, list[TrialResult]] = {}
-        for entry in dict.fromkeys(have[t] for t in task_ids):
+        for n in dict.fromkeys(have[t].n for t in task_ids):
+            entry = self.index.entries[n - 1]
             trials = self._entry_trials(entry, profile)
             for t in entry.tasks:
                 out[t] = [r for r in trials if r.task_id == t]
@@ -798,6 +799,8 @@ class _Adapter:
     """gepa's adapter (duck-typed GEPAAdapter): batches are task ids, a candidate is {COMPONENT: text}."""
 
     evolver: Evolver
+    propose_new_texts: ClassVar[None] = None
+    """gepa reads it: None means its own proposer, with our reflection LM and prompt template."""
 
     def evaluate(self, batch: list[str], candidate: dict[str, str], capture_traces: bool = False) -> Any:
         from gepa.core.adapter import EvaluationBatch
@@ -808,10 +811,10 @@ class _Adapter:
         nominal = ev.plan.trials_per_task * len(batch)
         leak = None if profile is ev.seed else ev.proposal_leak(text)
         if leak is not None:
-            outputs = [{"task": t, "rate": 0.0, "error": f"leakage: {leak}"} for t in batch]
-            trajectories = [{"task": t, "trials": [], "error": f"not run: the prompt {leak}"} for t in batch]
-            return EvaluationBatch(outputs=outputs, scores=[0.0] * len(batch),
-                                   trajectories=trajectories if capture_traces else None,
+            shown: list[dict[str, Any]] = [{"task": t, "trials": [], "error": f"not run: the prompt {leak}"}
+                                           for t in batch]  # fmt: skip
+            return EvaluationBatch(outputs=[{"task": t, "rate": 0.0} for t in batch], scores=[0.0] * len(batch),
+                                   trajectories=shown if capture_traces else None,
                                    num_metric_calls=nominal)  # fmt: skip
         trials = ev.trials_for(profile, batch)
         scores: list[float] = []
