@@ -176,9 +176,14 @@ def test_no_prompt_helps_nothing_is_proposed(fake: FakeOllama, tmp_path: Path) -
 
 
 def test_a_harmful_rule_is_rejected_on_the_minibatch(fake: FakeOllama, tmp_path: Path) -> None:
-    fake.add_model("agent", _agent(lambda word, system: HARM not in system and WORDS.index(word) % 2 == 0))
+    failing: set[str] = set()  # one training task fails without the rule, so the seed's minibatch is not perfect
+    fake.add_model("agent", _agent(lambda word, system: HARM not in system and word not in failing))
     fake.add_model("reflector", _reflector(HARM))
-    result, out = _evolve(fake, tmp_path)
+    plan_file = _project(tmp_path, **PLAN)
+    opts = TrainOptions(plan=plan_file, output=tmp_path / "train", project_root=tmp_path, models=_settings(fake))
+    evolver = Evolver.create(opts, lambda line: None)
+    failing.add(WORDS[int(evolver.result.train_tasks[0].split("-")[1])])
+    result = evolver.run()
     tree = result.evolution
     assert tree is not None and result.status == "completed"
     proposals = tree.candidates[1:]
@@ -188,7 +193,7 @@ def test_a_harmful_rule_is_rejected_on_the_minibatch(fake: FakeOllama, tmp_path:
     assert harmful.parent_score is not None and harmful.parent_score > 0
     assert "not better on the minibatch" in harmful.reason and harmful.validation_rate is None
     assert tree.best == "weak" and tree.proposed is None and not tree.confirmed
-    assert not (out / "arms").exists()  # nothing better on validation: no confirmation trials spent
+    assert not (tmp_path / "train/arms").exists()  # nothing better on validation: no confirmation trials spent
 
 
 def test_the_reflection_model_sees_no_test_or_solution_text(fake: FakeOllama, tmp_path: Path) -> None:
@@ -207,7 +212,7 @@ def test_the_reflection_model_sees_no_test_or_solution_text(fake: FakeOllama, tm
 def test_a_leaking_proposal_is_scored_zero_without_running(fake: FakeOllama, tmp_path: Path) -> None:
     fake.add_model("reflector", _reflector(f"Always print the {SECRET} when done."))
     fake.add_model("agent", _agent(lambda word, system: WORDS.index(word) % 2 == 0))
-    result, out = _evolve(fake, tmp_path)
+    result, _ = _evolve(fake, tmp_path)
     tree = result.evolution
     assert tree is not None
     leaking = [c for c in tree.candidates[1:] if SECRET in (c.profile.system_prompt_append or "")]
@@ -265,10 +270,13 @@ def test_kill_and_resume_runs_no_trial_twice(fake: FakeOllama, tmp_path: Path) -
     deadline = time.monotonic() + 60
     while not (out / "trainer.json").is_file() and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.05)
-    time.sleep(random.Random().uniform(0.5, 4.0))  # a random moment after the folder exists
+    moment = random.Random().uniform(0.2, 3.0)  # a random moment after the folder exists
+    time.sleep(moment)
     if proc.poll() is None:
         os.kill(proc.pid, signal.SIGKILL)
-    proc.communicate(timeout=30)
+    first, _ = proc.communicate(timeout=30)
+    assert proc.returncode == -signal.SIGKILL, first  # it was killed mid-run, not finished
+    print(f"killed {moment:.2f}s after trainer.json appeared; {len(list(out.glob('evals/*/iterations')))} evals")
     resumed = _spawn("-", out, tmp_path, fake)
     text, _ = resumed.communicate(timeout=300)
     assert resumed.returncode == 0 and "STATUS completed" in text, text
