@@ -19,7 +19,9 @@ import pytest
 
 from tbench.agents.model_adapter import model_settings_from_flags
 from tbench.archivist.memory_service import MemoryStore
+from tbench.errors import UserError
 from tbench.models.lessons import LearningConfig, Lesson, LessonFile, lesson_id
+from tbench.models.model_settings import ModelSettings
 from tbench.models.profile import AgentProfile
 from tbench.models.run import RunConfig
 from tbench.overnight.iterate import IterateOptions, apply_profile
@@ -256,3 +258,15 @@ def test_a_config_written_before_profiles_still_loads() -> None:
     assert RunConfig.model_validate(old).profile is None
     with_profile = RunConfig.model_validate({**old, "profile": {"id": "x", "max_turns": 4}})
     assert with_profile.profile == AgentProfile(id="x", max_turns=4)
+
+
+def test_a_profile_model_or_tool_list_the_run_cannot_use_is_refused(tmp_path: Path) -> None:
+    opts = IterateOptions(suite=tmp_path, model="ollama:a")
+    with pytest.raises(UserError) as bad_model:
+        apply_profile(opts, AgentProfile(id="p", model="gpt-9"))
+    assert bad_model.value.field == "profile" and "p: model: unknown model 'gpt-9'" in bad_model.value.message
+    mixed = IterateOptions(suite=tmp_path, model="ollama:a", models=ModelSettings(claude_validation_rate=0.5))
+    with pytest.raises(UserError) as both:  # Claude Code runs some trials too, and has no `shell`
+        apply_profile(mixed, AgentProfile(id="p", tools=["shell"]))
+    assert "not tools of the claude-code agent; its tools are Bash, Edit, Glob, Grep, Read, Write" in both.value.message
+    assert apply_profile(mixed, AgentProfile(id="p", max_turns=2)).max_turns == 2

@@ -510,7 +510,7 @@ app.command("overnight")(overnight)
 def examples() -> None:
     """Print the paths of the bundled example suites."""
     root = Path(str(files("tbench") / "examples"))
-    for name in ("local-suite.json", "tb2", "tb1"):
+    for name in ("local-suite.json", "tb2", "tb1", "command-gym"):
         path = root / name
         if path.exists():
             console.print(str(path), markup=False)

@@ -123,12 +123,11 @@ def run(
 
 
 def _write_reports(folder: Path, result: TrainerResult) -> tuple[Path, Path]:
-    from tbench.fsutil import atomic_write_model
-    from tbench.trainer.analyzer import analyze
+    from tbench.trainer.analyzer import analyze, write_analysis
     from tbench.trainer.report import write_trainer_reports
 
     analysis = analyze(folder, result)
-    atomic_write_model(folder / "analysis.json", analysis)
+    write_analysis(folder, analysis)
     return write_trainer_reports(folder, result, analysis)
 
 

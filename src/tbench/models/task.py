@@ -1,5 +1,6 @@
 """Task and Suite (the seed's `terminal-bench.ts`): every task format (Terminal-Bench 2 / Harbor, Terminal-Bench 1,
-the seed's JSON suite) is loaded into one `Task`, so nothing downstream knows which format a task came from."""
+the seed's JSON suite, command-verified task folders) is loaded into one `Task`, so nothing downstream knows which
+format a task came from."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pydantic import Field
 from tbench.models.common import Frozen
 
 Difficulty = Literal["easy", "medium", "hard", "expert", "unknown"]
-TaskFormat = Literal["tb2", "tb1", "seed"]
+TaskFormat = Literal["tb2", "tb1", "seed", "command"]
 
 DEFAULT_AGENT_TIMEOUT_SEC = 3600.0
 DEFAULT_TEST_TIMEOUT_SEC = 600.0

@@ -22,6 +22,7 @@ from tbench.agents.model_adapter import (
     model_config_for,
     normalize_endpoint,
     openai_base_url,
+    parse_model,
 )
 from tbench.archivist.holdout import project_holdout
 from tbench.archivist.loop import open_learning, with_control
@@ -95,6 +96,11 @@ def apply_profile(opts: IterateOptions, profile: AgentProfile) -> IterateOptions
     multiplier multiplies the run's; lesson policy and sampler settings replace the run's one by one. A tool
     list that names a tool the agent lacks is refused (field `profile`)."""
     model = profile.model or opts.model
+    if profile.model is not None:
+        try:
+            parse_model(profile.model)
+        except UserError as exc:
+            raise UserError(f"{profile.id}: model: {exc.message}", field="profile") from None
     check_profile_tools(profile, model, validation=opts.models.claude_validation_rate > 0)
     sampler = {k: v for k in SAMPLER_FIELDS if (v := getattr(profile, k)) is not None}
     lessons = {k: v for k in LESSON_FIELDS if (v := getattr(profile, k)) is not None}

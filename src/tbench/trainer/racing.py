@@ -8,7 +8,10 @@ look's level: a winner only when it is significantly better than every profile s
 
 from __future__ import annotations
 
+import random
 from collections.abc import Mapping, Sequence
+
+from pydantic import BaseModel
 
 from tbench.models.results import TrialResult
 from tbench.stats.inference import compare, task_mean_rate
@@ -125,3 +128,44 @@ def final_verdict(
         for p in ids[1:]
     ]
     return verdict, comparisons
+
+
+class Simulated(BaseModel):
+    winner: str | None
+    trials: int
+    rounds: int
+
+
+def _synthetic(profile: str, r: int, task: str, passed: bool) -> TrialResult:
+    return TrialResult(
+        trial_id=f"sim-{profile}-{r:03d}-{task}",
+        run_id=f"sim-{profile}",
+        iteration=r,
+        task_id=task,
+        task_name=task,
+        model=profile,
+        status="pass" if passed else "fail",
+        duration_ms=0,
+        started_at="",
+        finished_at="",
+        trial_dir="",
+    )
+
+
+def simulate(plan: TrainingPlan, rates: Mapping[str, Sequence[float]], seed: int) -> Simulated:
+    """One A/B played by these very rules on synthetic trials: profile p passes task i with `rates[p][i]`.
+    What the bench and the tests use to measure false verdicts and what racing saves."""
+    rng = random.Random(seed)
+    trials: dict[str, list[TrialResult]] = {p: [] for p in plan.profiles}
+    racing: list[RacingDecision] = []
+    done = 0
+    for r in range(1, plan.trials_per_task + 1):
+        active = active_at(plan, racing, r)
+        if len(active) < 2:
+            break
+        for p in active:
+            trials[p].extend(_synthetic(p, r, f"t{i}", rng.random() < q) for i, q in enumerate(rates[p]))
+        racing.extend(racing_look(trials, plan, r, active))
+        done = r
+    verdict, _ = final_verdict(trials, plan, racing, done)
+    return Simulated(winner=verdict.winner, trials=sum(len(t) for t in trials.values()), rounds=done)

@@ -221,7 +221,7 @@ class Trainer:
             plan_file=str(opts.plan.resolve()),
             plan_toml=plan_text(plan),
             project_root=str(root),
-            model=plan.model or "",
+            model=plan.model or ", ".join(dict.fromkeys(p.model for p in profiles if p.model)),
             status="running",
             started_at=now,
             updated_at=now,
@@ -523,13 +523,9 @@ def promote_winner(folder: Path, project_root: Path | None, as_name: str | None,
     except ValueError:
         raise UserError(f"{new_id!r} is not a profile id: use letters, digits, '.', '_' or '-'", field="as") from None
     path = profile_path(root, new_id)
-    if path.exists():
-        existing = load_profile(path)
-        if existing.digest() == profile.digest():
-            return path, new_id
-        if not force:
-            raise UserError("exists and sets the agent up differently; give --as NAME, or --force to overwrite",
-                            path=path)  # fmt: skip
+    if path.exists() and load_profile(path).digest() != profile.digest() and not force:
+        raise UserError("exists and sets the agent up differently; give --as NAME, or --force to overwrite",
+                        path=path)  # fmt: skip
     path.parent.mkdir(parents=True, exist_ok=True)
     write_profile(path, profile)
     result.promoted = new_id

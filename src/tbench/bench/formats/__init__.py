@@ -1,7 +1,7 @@
-"""Load any supported suite: a TB2 task folder or folder of them, a TB1 task folder or folder of them, or
-the seed's JSON suite file. `--tasks` globs select tasks by id or name *before* tasks are validated, so a
-broken task the run does not select never stops it; every invalid selected task is named in one error, or
-left out and recorded with `skip_invalid`."""
+"""Load any supported suite: a TB2 task folder or folder of them, a TB1 task folder or folder of them, the
+seed's JSON suite file, or a command-verified task folder (`gym.toml`, see command_folder.py). `--tasks` globs
+select tasks by id or name *before* tasks are validated, so a broken task the run does not select never stops
+it; every invalid selected task is named in one error, or left out and recorded with `skip_invalid`."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from tbench.bench.formats._common import read_structured
+from tbench.bench.formats.command_folder import GYM_FILE, is_command_folder, is_gym_task, load_command_folder
 from tbench.bench.formats.seed_json import Invalid, load_seed_suite
 from tbench.bench.formats.tb1 import is_tb1_task, load_tb1_task
 from tbench.bench.formats.tb2 import is_tb2_task, load_tb2_task
@@ -17,7 +18,7 @@ from tbench.errors import UserError
 from tbench.fsutil import nfc
 from tbench.models.task import SkippedTask, Suite, Task
 
-__all__ = ["load_suite", "select_tasks"]
+__all__ = ["inspect_suite", "load_suite", "select_tasks"]
 
 
 def _load_folder_task(folder: Path) -> Task | None:
@@ -82,25 +83,50 @@ def _load_folder(path: Path, wanted: Callable[[str, str], bool] | None) -> tuple
     return Suite(name=path.name, version="0", source=str(path), tasks=found), invalid
 
 
+def _load_gym(path: Path, wanted: Callable[[str, str], bool] | None) -> tuple[Suite, list[Invalid]]:
+    """A gym, or one task folder of a gym given on its own (the gym with only that task)."""
+    if is_command_folder(path):
+        return load_command_folder(path, wanted)
+    only = nfc(path.name)
+    suite, invalid = load_command_folder(
+        path.parent, lambda tid, name: tid == only and (wanted is None or wanted(tid, name))
+    )
+    return suite.model_copy(update={"name": only, "source": str(path)}), invalid
+
+
+def _read_any(path: Path, wanted: Callable[[str, str], bool] | None) -> tuple[Suite, list[Invalid], Path]:
+    """The suite at `path` in whichever format it is, its invalid tasks, and the folder reasons are shown
+    relative to."""
+    if not path.exists():
+        raise UserError(
+            "does not exist; give a task folder, a folder of tasks, a command task folder or a suite .json", path=path
+        )
+    root = path.parent if path.is_file() else path
+    if path.is_file():
+        if path.name in ("task.toml", "task.yaml", GYM_FILE):
+            path = path.parent
+        elif path.suffix == ".json":
+            return (*load_seed_suite(path, wanted), root)
+        else:
+            raise UserError("not a suite: expected a .json suite file, a task folder or a gym.toml", path=path)
+    if is_command_folder(path) or is_gym_task(path):
+        return (*_load_gym(path, wanted), path if is_command_folder(path) else path.parent)
+    return (*_load_folder(path, wanted), root)
+
+
+def inspect_suite(path: Path) -> tuple[Suite, list[SkippedTask]]:
+    """Every valid task of the suite at `path` and every invalid one with its reason, without refusing a suite
+    whose tasks are all invalid (for listing environments). A suite that cannot be read at all is a UserError."""
+    suite, invalid, root = _read_any(path, None)
+    return suite, [SkippedTask(id=tid, reason=_reason(exc, root)) for tid, exc in invalid]
+
+
 def load_suite(path: Path, tasks: Sequence[str] = (), *, skip_invalid: bool = False) -> Suite:
     """Detect the format of `path` and load the tasks `tasks` (globs over id or name; empty: all) selects.
 
     Every invalid selected task is named in one UserError; with `skip_invalid` they are left out instead and
     listed in `Suite.skipped`. A selection that matches nothing, or leaves no valid task, is an error."""
-    if not path.exists():
-        raise UserError("does not exist; give a task folder, a folder of tasks, or a suite .json", path=path)
-    wanted = _matcher(tasks)
-    root = path.parent if path.is_file() else path
-    invalid: list[Invalid] = []
-    if path.is_file():
-        if path.name in ("task.toml", "task.yaml"):
-            path = path.parent
-        elif path.suffix == ".json":
-            suite, invalid = load_seed_suite(path, wanted)
-        else:
-            raise UserError("not a suite: expected a .json suite file or a task folder", path=path)
-    if path.is_dir():
-        suite, invalid = _load_folder(path, wanted)
+    suite, invalid, root = _read_any(path, _matcher(tasks))
     if invalid and not skip_invalid:
         listed = "; ".join(f"{tid}: {_reason(exc, root)}" for tid, exc in invalid)
         valid = f"; give --skip-invalid to run the other {len(suite.tasks)}" if suite.tasks else ""
