@@ -579,6 +579,13 @@ class Evolver:
             profile = self.seed.model_copy(update={"id": f"{self.seed.id}-{profile.digest()[:8]}", "source": "trainer"})
         parent = self._id_of(p.parent_index) or self.seed.id
         profile = profile.model_copy(update={"parent": parent})
+        twin = next((i for i, c in enumerate(self.tree.candidates) if c.id == profile.id), None)
+        if twin is not None and (self.tree.candidates[twin].accepted or not accepted):
+            self.notify(f"Proposal {profile.id} again (cached, no trials): {reason}")
+            self._pending = _Pending(p.iteration)
+            return
+        if twin is not None:  # rejected before, accepted now (another parent's minibatch): one record, the later
+            del self.tree.candidates[twin]
         self.tree.candidates.append(
             Candidate(
                 id=profile.id,
