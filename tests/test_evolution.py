@@ -28,10 +28,10 @@ import pytest
 
 from tbench.errors import UserError
 from tbench.models.model_settings import ChatOptions, ModelSettings
-from tbench.trainer.evolution import Evolver
+from tbench.trainer.evolution import Evolver, open_training
 from tbench.trainer.readout import load_result
 from tbench.trainer.schema import TrainerResult, load_profile
-from tbench.trainer.service import TrainOptions, open_training
+from tbench.trainer.service import TrainOptions
 from tests.fake_ollama import FakeOllama, Reply
 
 WORDS = ["amber", "basil", "cedar", "delta", "ember", "fjord", "garnet", "harbor", "indigo", "juniper", "kelp",
@@ -245,7 +245,8 @@ _RUNNER = """
 import sys
 from pathlib import Path
 from tbench.models.model_settings import ChatOptions, ModelSettings
-from tbench.trainer.service import TrainOptions, open_training
+from tbench.trainer.evolution import open_training
+from tbench.trainer.service import TrainOptions
 plan, out, root, url = sys.argv[1:5]
 opts = TrainOptions(plan=None if plan == "-" else Path(plan), output=None if plan == "-" else Path(out),
                     project_root=Path(root), models=ModelSettings(ollama_endpoint=url, options=ChatOptions(retries=0)))

@@ -67,6 +67,8 @@ from tbench.trainer.schema import (
 from tbench.trainer.service import (
     ArmRunner,
     Notify,
+    Trainer,
+    Training,
     TrainOptions,
     glob_escape,
     new_training_id,
@@ -772,6 +774,19 @@ class Evolver:
             self.folder / GYM_EPISODES_FILE, "".join(json.dumps(e.model_dump()) + "\n" for e in self.episodes())
         )
         atomic_write_model(trainer_file(self.folder), self.result)
+
+
+def open_training(opts: TrainOptions, notify: Notify, *, resume: Path | None = None) -> Training:
+    """A new training run from `opts.plan`, or `resume` (a training folder): an A/B (`Trainer`) or an evolution,
+    as the plan says. Here, not in service.py, because this module builds on that one."""
+    if resume is not None:
+        strategy = load_result(resume.parent if resume.is_file() else resume).plan.strategy
+    else:
+        if opts.plan is None:
+            raise UserError("missing; give PLAN.toml (or --resume DIR)", field="plan")
+        strategy = load_plan(opts.plan).strategy
+    cls: type[Trainer] | type[Evolver] = Evolver if strategy == "evolve" else Trainer
+    return cls.resume(resume, opts, notify) if resume is not None else cls.create(opts, notify)
 
 
 def _costs(plan: TrainingPlan, train: list[str], validation: list[str], holdout: list[str]) -> Costs:

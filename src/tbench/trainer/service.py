@@ -491,10 +491,9 @@ def open_training(opts: TrainOptions, notify: Notify, *, resume: Path | None = N
         if opts.plan is None:
             raise UserError("missing; give PLAN.toml (or --resume DIR)", field="plan")
         strategy = load_plan(opts.plan).strategy
-    if strategy == "evolve":
-        from tbench.trainer.evolution import Evolver
-
-        return Evolver.resume(resume, opts, notify) if resume is not None else Evolver.create(opts, notify)
+    if strategy == "evolve":  # evolution imports this module: its dispatcher is trainer.evolution.open_training
+        raise UserError("is an evolve plan; run it through tbench.trainer.evolution.open_training",
+                        path=opts.plan or resume)  # fmt: skip
     return Trainer.resume(resume, opts, notify) if resume is not None else Trainer.create(opts, notify)
 
 
