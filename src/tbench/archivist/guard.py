@@ -345,6 +345,18 @@ class LeakGuard:
         sources += [output_source(r, run_dir) for r in results]
         return cls(frozenset(names), frozenset(paths - _GENERIC_PATHS), tuple(s for s in sources if s))
 
+    @classmethod
+    def secrets_of(cls, tasks: list[Task]) -> LeakGuard:
+        """Only what the agent is never shown — tests, reference solution, verification, expected output — for
+        text a proposer reads about a trial, where the instruction, its paths and the task's name are fair."""
+        instruction = {f"the instruction of task {t.id}" for t in tasks}
+        sources = [s for t in tasks for s in task_sources(t) if s.label not in instruction]
+        return cls(frozenset(), frozenset(), tuple(sources))
+
+    def redact(self, text: str, marker: str = "[line withheld: it quotes a task's tests or solution]") -> str:
+        """`text` with every line that leaks replaced by `marker` (which names nothing of what it hides)."""
+        return "\n".join(marker if line.strip() and self.check(line) else line for line in text.splitlines())
+
     def check(self, text: str) -> str | None:
         """None when `text` may be stored; else a short reason naming what leaked and from where."""
         low = _norm(text)

@@ -23,6 +23,8 @@ __all__ = [
     "AgentProfile",
     "Budget",
     "Candidate",
+    "EvalEntry",
+    "EvalIndex",
     "EvolutionTree",
     "GymEpisode",
     "PairVerdict",
@@ -292,6 +294,14 @@ class Candidate(BaseModel):
     validation_rate: float | None = None
     """Mean pass rate on the validation tasks (accepted candidates)."""
     trials: int = 0
+    iteration: int | None = None
+    """The gepa iteration that proposed it (None: the seed)."""
+    index: int | None = None
+    """Its place in gepa's candidate pool (accepted candidates; the seed is 0)."""
+    parent_scores: list[float] = Field(default_factory=list)
+    """The parent's pass rate on each minibatch task."""
+    scores: list[float] = Field(default_factory=list)
+    """This candidate's pass rate on each minibatch task."""
 
 
 class EvolutionTree(BaseModel):
@@ -305,6 +315,33 @@ class EvolutionTree(BaseModel):
     confirmed: bool = False
     proposed: str | None = None
     """The candidate proposed for `tbench train promote` (confirmed on held-out tasks), or None."""
+    reflection_calls: int = 0
+    """Calls to the reflection model (each recorded in `DIR/reflections.jsonl`)."""
+    search_done: bool = False
+    """gepa's search has ended; what is left is the held-out confirmation."""
+    search_ended: str | None = None
+    """Why the search ended (budget, max_candidates, no proposal)."""
+    note: str | None = None
+    """Why nothing was confirmed, when nothing was."""
+
+
+class EvalEntry(BaseModel):
+    """One evaluation run of the evolution (`DIR/evals/<n>-<digest>/`): a candidate's trials on some tasks."""
+
+    n: int
+    folder: str
+    """Relative to the training folder."""
+    candidate: str
+    digest: str
+    """The candidate profile's digest: the evaluation cache's key, with the task and k."""
+    tasks: list[str]
+    k: int
+
+
+class EvalIndex(BaseModel):
+    """`DIR/evals/index.json`: every evaluation started, written before its run folder exists."""
+
+    entries: list[EvalEntry] = Field(default_factory=list)
 
 
 class TrainerResult(Versioned):

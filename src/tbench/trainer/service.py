@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Protocol
 
 from rich.console import Console
 
@@ -500,7 +501,19 @@ def headline(result: TrainerResult) -> str:
     return f"{result.status}: {rates}; {result.spent.trials} trials, ${result.spent.usd:.2f}"
 
 
-def open_training(opts: TrainOptions, notify: Notify, *, resume: Path | None = None) -> Trainer:
+class Training(Protocol):
+    """What the CLI drives: an A/B (`Trainer`) or an evolution (`trainer.evolution.Evolver`)."""
+
+    folder: Path
+    result: TrainerResult
+    exit_code: int
+
+    def request_stop(self, reason: str, exit_code: int = 130) -> None: ...
+
+    def run(self, stop_after_round: int | None = None) -> TrainerResult: ...
+
+
+def open_training(opts: TrainOptions, notify: Notify, *, resume: Path | None = None) -> Training:
     """A new training run from `opts.plan`, or `resume` (a training folder) — A/B or evolution, as the plan says."""
     if resume is not None:
         strategy = load_result(resume.parent if resume.is_file() else resume).plan.strategy
@@ -508,12 +521,10 @@ def open_training(opts: TrainOptions, notify: Notify, *, resume: Path | None = N
         if opts.plan is None:
             raise UserError("missing; give PLAN.toml (or --resume DIR)", field="PLAN")
         strategy = load_plan(opts.plan).strategy
-    cls: type[Trainer] = Trainer
-    if strategy == "evolve":
-        from tbench.trainer.evolution import Evolver
-
-        cls = Evolver
-    return cls.resume(resume, opts, notify) if resume is not None else cls.create(opts, notify)
+    if strategy == "evolve":  # evolution imports this module: its dispatcher is trainer.evolution.open_training
+        raise UserError("is an evolve plan; run it through tbench.trainer.evolution.open_training",
+                        path=opts.plan or resume)  # fmt: skip
+    return Trainer.resume(resume, opts, notify) if resume is not None else Trainer.create(opts, notify)
 
 
 def promote_winner(folder: Path, project_root: Path | None, as_name: str | None, *, force: bool) -> tuple[Path, str]:
