@@ -100,7 +100,8 @@ def run(
     """Run a plan: A/B with racing, or evolution.
 
     Profiles run interleaved, round by round, through the overnight runner; kill it and --resume DIR."""
-    from tbench.trainer.service import TrainOptions, headline, open_training
+    from tbench.trainer.evolution import open_training
+    from tbench.trainer.service import TrainOptions, headline
 
     settings = _settings(ollama_endpoint, openai_endpoint, model_option)
     opts = TrainOptions(plan=plan_file, output=output, project_root=project_root, models=settings)

@@ -211,7 +211,7 @@ class Evolver:
     def create(cls, opts: TrainOptions, notify: Notify, console: Console | None = None) -> Evolver:
         """Validate the plan, the seed profile, models, split and budget; only then write the training folder."""
         if opts.plan is None:
-            raise UserError("missing; give PLAN.toml (or --resume DIR)", field="plan")
+            raise UserError("missing; give PLAN.toml (or --resume DIR)", field="PLAN")
         plan = load_plan(opts.plan)
         if plan.strategy != "evolve":
             raise UserError(f"strategy is {plan.strategy!r}; this runs `evolve` plans", path=opts.plan,
@@ -783,7 +783,7 @@ def open_training(opts: TrainOptions, notify: Notify, *, resume: Path | None = N
         strategy = load_result(resume.parent if resume.is_file() else resume).plan.strategy
     else:
         if opts.plan is None:
-            raise UserError("missing; give PLAN.toml (or --resume DIR)", field="plan")
+            raise UserError("missing; give PLAN.toml (or --resume DIR)", field="PLAN")
         strategy = load_plan(opts.plan).strategy
     cls: type[Trainer] | type[Evolver] = Evolver if strategy == "evolve" else Trainer
     return cls.resume(resume, opts, notify) if resume is not None else cls.create(opts, notify)

@@ -513,20 +513,6 @@ class Training(Protocol):
     def run(self, stop_after_round: int | None = None) -> TrainerResult: ...
 
 
-def open_training(opts: TrainOptions, notify: Notify, *, resume: Path | None = None) -> Training:
-    """A new training run from `opts.plan`, or `resume` (a training folder) — A/B or evolution, as the plan says."""
-    if resume is not None:
-        strategy = load_result(resume.parent if resume.is_file() else resume).plan.strategy
-    else:
-        if opts.plan is None:
-            raise UserError("missing; give PLAN.toml (or --resume DIR)", field="PLAN")
-        strategy = load_plan(opts.plan).strategy
-    if strategy == "evolve":  # evolution imports this module: its dispatcher is trainer.evolution.open_training
-        raise UserError("is an evolve plan; run it through tbench.trainer.evolution.open_training",
-                        path=opts.plan or resume)  # fmt: skip
-    return Trainer.resume(resume, opts, notify) if resume is not None else Trainer.create(opts, notify)
-
-
 def promote_winner(folder: Path, project_root: Path | None, as_name: str | None, *, force: bool) -> tuple[Path, str]:
     """Write the training's winner (A/B: the verdict's winner; evolve: the candidate confirmed on held-out tasks)
     to the project's profiles; nothing else the Trainer does touches them."""
