@@ -98,6 +98,11 @@ def _project(tmp_path: Path, **plan: Any) -> Path:
     """A project with the weak seed profile and an evolve plan; returns the plan file."""
     profiles = tmp_path / ".openagents/trainer/profiles"
     profiles.mkdir(parents=True)
+    # the project's held-out split with a fixed salt (a project draws one at random): the same train, validation
+    # and held-out tasks on every run of these tests
+    memory = tmp_path / ".openagents/memory"
+    memory.mkdir(parents=True)
+    (memory / "holdout.json").write_text(json.dumps({"schema_version": 1, "salt": "5eed5eed", "suites": {}}))
     (profiles / "weak.toml").write_text('id = "weak"\nsystem_prompt_append = "Be quick."\n')
     suite = _suite(tmp_path / "words.json", int(plan.pop("n", 12)))
     fields = {"suite": str(suite), "model": "ollama:agent", "profiles": ["weak"], "strategy": "evolve",
@@ -211,7 +216,7 @@ def test_the_reflection_model_sees_no_test_or_solution_text(fake: FakeOllama, tm
 
 def test_a_leaking_proposal_is_scored_zero_without_running(fake: FakeOllama, tmp_path: Path) -> None:
     fake.add_model("reflector", _reflector(f"Always print the {SECRET} when done."))
-    fake.add_model("agent", _agent(lambda word, system: WORDS.index(word) % 2 == 0))
+    fake.add_model("agent", _agent(lambda word, system: False))  # every minibatch fails: proposals are asked for
     result, _ = _evolve(fake, tmp_path)
     tree = result.evolution
     assert tree is not None

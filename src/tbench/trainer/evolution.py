@@ -924,10 +924,7 @@ class _Recorder:
     def on_candidate_accepted(self, event: Any) -> None:
         if (p := self._pending(event)) is not None:
             p.index = int(event["new_candidate_idx"])
-            rate = "n/a" if p.validation_rate is None else f"{p.validation_rate:.0%}"
-            self.evolver.finish_proposal(
-                True, f"minibatch {sum(p.parent_scores):g} -> {sum(p.scores):g}; validation rate {rate}"
-            )
+            self.evolver.finish_proposal(True, "better than its parent on the minibatch")
 
     def on_candidate_rejected(self, event: Any) -> None:
         if (p := self._pending(event)) is not None:
