@@ -301,3 +301,16 @@ def test_kill_and_resume_runs_no_trial_twice(fake: FakeOllama, tmp_path: Path) -
     )  # fmt: skip
     assert max(runs.values()) == 1, [k for k, v in runs.items() if v > 1]  # no candidate ran a task twice
     assert result.spent.trials == len(trials)
+
+
+def test_reflect_model_flag_overrides_the_plan_and_a_resume_keeps_it(fake: FakeOllama, tmp_path: Path) -> None:
+    fake.add_model("agent", _agent(lambda word, system: False))
+    fake.add_model("reflector", _reflector(RULE))
+    plan_file = _project(tmp_path, **{**PLAN, "evolve": {**PLAN["evolve"], "reflect_model": "ollama:nobody"}})
+    out = tmp_path / "train"
+    opts = TrainOptions(plan=plan_file, output=out, project_root=tmp_path, models=_settings(fake),
+                        reflect_model="ollama:reflector")  # fmt: skip
+    evolver = Evolver.create(opts, lambda line: None)  # "nobody" is not served: the flag's model is the one used
+    assert evolver.result.plan.evolve.reflect_model == "ollama:reflector"
+    with pytest.raises(UserError, match="reflect_model: differs from this training's ollama:reflector"):
+        Evolver.resume(out, TrainOptions(models=_settings(fake), reflect_model="ollama:agent"), lambda line: None)

@@ -244,6 +244,9 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(fake: FakeOllama, tmp_p
     (root / ".openagents/trainer/profiles/bad.toml").write_text('id = "bad"\nmax_turns = "many"\n')
     refused(_plan(root, suite, ["baseline", "bad"]), "bad.toml", "max_turns")
     refused(_plan(root, suite, ["baseline"]), "at least two profiles")
+    proc = _run(fake, _plan(root, suite, ["baseline", "calm"]), out, root, "--reflect-model", "ollama:agent")
+    assert proc.returncode == 2 and "--reflect-model: only for plans with strategy = 'evolve'" in proc.stderr
+    assert not out.exists()
     proc = train("run", str(tmp_path / "nope.toml"), "--output", str(out))
     assert proc.returncode == 2 and "no such plan file" in proc.stderr and not out.exists()
 

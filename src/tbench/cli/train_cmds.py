@@ -63,8 +63,10 @@ def envs(
 
 
 OllamaEndpoint = Annotated[str | None, typer.Option(help="Ollama server, URL or host[:port] [default: $OLLAMA_HOST]")]
-OpenAIEndpoint = Annotated[str | None, typer.Option(help="OpenAI-compatible server for openai:<name>")]
-ModelOption = Annotated[list[str] | None, typer.Option(help="Model call setting KEY=VALUE, repeatable")]
+OpenAIEndpoint = Annotated[
+    str | None, typer.Option(help="OpenAI-compatible server for openai:<name> [default: $OPENAI_BASE_URL]")
+]
+ModelOption = Annotated[list[str] | None, typer.Option(help="Model call setting KEY=VALUE, repeatable [default: none]")]
 
 
 @train.command("plan")
@@ -90,12 +92,17 @@ def plan(
 def run(
     plan_file: Annotated[Path | None, typer.Argument(help="PLAN.toml [required unless --resume]")] = None,
     output: Annotated[Path | None, typer.Option(help="Training folder [default: results/train-...]")] = None,
-    resume: Annotated[Path | None, typer.Option(help="Resume the training folder DIR")] = None,
+    resume: Annotated[Path | None, typer.Option(help="Resume the training folder DIR [default: a new one]")] = None,
     project_root: ProjectRoot = None,
     ollama_endpoint: OllamaEndpoint = None,
     openai_endpoint: OpenAIEndpoint = None,
     model_option: ModelOption = None,
-    stop_after_round: Annotated[int | None, typer.Option(help="Stop (resumably) after this round")] = None,
+    reflect_model: Annotated[
+        str | None, typer.Option(help="evolve: reflection model, ollama:<name> or openai:<name> [default: the plan's]")
+    ] = None,
+    stop_after_round: Annotated[
+        int | None, typer.Option(help="Stop (resumably) after this round [default: run all]")
+    ] = None,
 ) -> None:
     """Run a plan: A/B with racing, or evolution.
 
@@ -104,7 +111,8 @@ def run(
     from tbench.trainer.service import TrainOptions, headline
 
     settings = _settings(ollama_endpoint, openai_endpoint, model_option)
-    opts = TrainOptions(plan=plan_file, output=output, project_root=project_root, models=settings)
+    opts = TrainOptions(plan=plan_file, output=output, project_root=project_root, models=settings,
+                        reflect_model=reflect_model)  # fmt: skip
     if resume is not None and output is not None:
         raise UserError("give either --resume DIR or --output DIR, not both", field="output")
     trainer = open_training(opts, _say, resume=resume)

@@ -36,24 +36,23 @@ from tbench.archivist.guard import LeakGuard
 from tbench.archivist.loop import reflection_transport
 from tbench.bench.formats import load_suite
 from tbench.errors import UserError
-from tbench.fsutil import atomic_write_model, atomic_write_text, tail
+from tbench.fsutil import atomic_write_model, tail
 from tbench.llm.chat import ChatMessage, ChatTransport
 from tbench.models.common import read_model, utcnow
-from tbench.models.layout import ARMS_DIR, EVALS_DIR, GYM_EPISODES_FILE, TrialPaths
+from tbench.models.layout import ARMS_DIR, EVALS_DIR, TrialPaths
 from tbench.models.model_settings import ModelSettings
 from tbench.models.profile import AgentProfile
 from tbench.models.results import TrialResult
 from tbench.models.task import Task
 from tbench.models.trajectory import Trajectory
 from tbench.overnight.iterate import IterateOptions, check_output, check_project_root
-from tbench.stats.inference import compare, task_mean_rate, wilson
-from tbench.trainer.readout import load_result, run_trials, trainer_file
+from tbench.stats.inference import compare
+from tbench.trainer.readout import load_result, run_trials
 from tbench.trainer.schema import (
     Candidate,
     EvalEntry,
     EvalIndex,
     EvolutionTree,
-    GymEpisode,
     PairVerdict,
     ProfileResult,
     Spent,
@@ -70,9 +69,13 @@ from tbench.trainer.service import (
     Trainer,
     Training,
     TrainOptions,
+    episodes_of,
     glob_escape,
     new_training_id,
+    profile_result,
+    reopen,
     resolve_profiles,
+    save_training,
     select_tasks,
 )
 
@@ -212,7 +215,7 @@ class Evolver:
         """Validate the plan, the seed profile, models, split and budget; only then write the training folder."""
         if opts.plan is None:
             raise UserError("missing; give PLAN.toml (or --resume DIR)", field="PLAN")
-        plan = load_plan(opts.plan)
+        plan = opts.read_plan(opts.plan)
         if plan.strategy != "evolve":
             raise UserError(f"strategy is {plan.strategy!r}; this runs `evolve` plans", path=opts.plan,
                             field="strategy")  # fmt: skip
@@ -285,21 +288,12 @@ class Evolver:
     @classmethod
     def resume(cls, folder: Path, opts: TrainOptions, notify: Notify, console: Console | None = None) -> Evolver:
         """Go on with an evolution's folder; a plan given again must be the one it ran."""
-        if folder.is_file() and folder.name == trainer_file(folder.parent).name:
-            folder = folder.parent
-        result = load_result(folder)
+        folder, result = reopen(folder, opts)
         if result.evolution is None or result.plan.strategy != "evolve":
             raise UserError("is an A/B training folder, not an evolution", path=folder)
-        if opts.plan is not None and plan_text(load_plan(opts.plan)) != result.plan_toml:
-            raise UserError("differs from the plan this training folder ran; resume without it, or start a new "
-                            "--output", path=opts.plan)  # fmt: skip
-        root = Path(result.project_root)
-        if opts.project_root is not None and opts.project_root.resolve() != root:
-            raise UserError(f"differs from this training's {root}; a resume keeps it", field="project_root")
         seed = result.evolution.candidates[0].profile
         suite = load_suite(Path(result.plan.suite), result.plan.tasks)
-        result.status, result.stop_reason = "running", None
-        evolver = cls(folder.resolve(), result, seed, suite.tasks, opts.models, notify, console)
+        evolver = cls(folder, result, seed, suite.tasks, opts.models, notify, console)
         evolver.save()
         return evolver
 
@@ -716,64 +710,16 @@ class Evolver:
     def profile_results(self) -> list[ProfileResult]:
         """The confirmation arms (the seed and the best candidate on the held-out tasks)."""
         profiles = {c.id: c.profile for c in self.tree.candidates}
-        out = []
         arms = self.folder / ARMS_DIR
-        for folder in sorted(p for p in arms.iterdir() if p.is_dir()) if arms.is_dir() else []:
-            trials = run_trials(folder)
-            graded = [t for t in trials if t.is_graded]
-            passed = sum(t.passed for t in graded)
-            w = wilson(passed, len(graded))
-            cost = round(sum(t.cost_usd or 0.0 for t in trials), 6)
-            out.append(
-                ProfileResult(
-                    id=folder.name,
-                    profile=profiles.get(folder.name, AgentProfile(id=folder.name)),
-                    run_dir=f"{ARMS_DIR}/{folder.name}",
-                    rounds=len({t.iteration for t in trials}),
-                    trials=len(trials),
-                    graded_trials=len(graded),
-                    passed=passed,
-                    pass_rate=task_mean_rate(trials),
-                    interval=None if w is None else (w.low, w.high),
-                    cost_usd=cost,
-                    cost_per_pass=cost / passed if passed and cost else None,
-                    tokens=sum(t.tokens_used for t in trials),
-                )
-            )
-        return out
-
-    def episodes(self) -> list[GymEpisode]:
-        out = []
-        for pid, rel in self._run_folders():
-            for t in run_trials(self.folder / rel):
-                out.append(
-                    GymEpisode(
-                        id=t.trial_id,
-                        environment=self.result.environment,
-                        profile=pid,
-                        task_id=t.task_id,
-                        round=t.iteration,
-                        status="pass" if t.passed else ("error" if not t.is_graded else "fail"),
-                        failure_mode=None if t.failure_mode is None else str(t.failure_mode),
-                        graded=t.is_graded,
-                        trial_dir=f"{rel}/{t.trial_dir}",
-                        duration_ms=t.duration_ms,
-                        cost_usd=t.cost_usd,
-                        input_tokens=t.tokens.input,
-                        output_tokens=t.tokens.output,
-                        turns=t.turns,
-                    )
-                )
-        return out
+        folders = sorted(p for p in arms.iterdir() if p.is_dir()) if arms.is_dir() else []
+        return [profile_result(f.name, profiles.get(f.name, AgentProfile(id=f.name)), f"{ARMS_DIR}/{f.name}",
+                               run_trials(f)) for f in folders]  # fmt: skip
 
     def save(self) -> None:
-        """trainer.json and episodes.jsonl, each written whole (atomically)."""
         self.result.profiles = self.profile_results()
-        self.result.updated_at = utcnow()
-        atomic_write_text(
-            self.folder / GYM_EPISODES_FILE, "".join(json.dumps(e.model_dump()) + "\n" for e in self.episodes())
-        )
-        atomic_write_model(trainer_file(self.folder), self.result)
+        episodes = [e for pid, rel in self._run_folders()
+                    for e in episodes_of(self.result.environment, pid, rel, run_trials(self.folder / rel))]  # fmt: skip
+        save_training(self.folder, self.result, episodes)
 
 
 def open_training(opts: TrainOptions, notify: Notify, *, resume: Path | None = None) -> Training:

@@ -40,6 +40,7 @@ from tbench.trainer.readout import arm_dir, load_result, run_trials, trainer_fil
 from tbench.trainer.schema import (
     GymEpisode,
     ProfileResult,
+    RacingDecision,
     Spent,
     TrainerResult,
     TrainingPlan,
@@ -66,6 +67,93 @@ class TrainOptions:
     project_root: Path | None = None
     models: ModelSettings = field(default_factory=ModelSettings)
     stop_after_round: int | None = None
+    reflect_model: str | None = None
+    """`--reflect-model`: the evolution's reflection model, over the plan's `evolve.reflect_model`."""
+
+    def read_plan(self, path: Path) -> TrainingPlan:
+        """The plan file with the command line's overrides."""
+        plan = load_plan(path)
+        if self.reflect_model is None:
+            return plan
+        if plan.strategy != "evolve":
+            raise UserError("only for plans with strategy = 'evolve' (an A/B reflects on nothing)",
+                            field="reflect_model")  # fmt: skip
+        return plan.model_copy(update={"evolve": plan.evolve.model_copy(update={"reflect_model": self.reflect_model})})
+
+
+def reopen(folder: Path, opts: TrainOptions) -> tuple[Path, TrainerResult]:
+    """A training folder to resume, checked against what the command line gives again: the same plan, project
+    and reflection model, or one line saying which differs."""
+    if folder.is_file() and folder.name == trainer_file(folder.parent).name:
+        folder = folder.parent
+    result = load_result(folder)
+    if opts.plan is not None and plan_text(opts.read_plan(opts.plan)) != result.plan_toml:
+        raise UserError("differs from the plan this training folder ran; resume without it, or start a new "
+                        "--output", path=opts.plan)  # fmt: skip
+    root = Path(result.project_root)
+    if opts.project_root is not None and opts.project_root.resolve() != root:
+        raise UserError(f"differs from this training's {root}; a resume keeps it", field="project_root")
+    if opts.reflect_model is not None and opts.reflect_model != result.plan.evolve.reflect_model:
+        raise UserError(f"differs from this training's {result.plan.evolve.reflect_model}; a resume keeps it",
+                        field="reflect_model")  # fmt: skip
+    result.status, result.stop_reason = "running", None
+    return folder.resolve(), result
+
+
+def profile_result(
+    pid: str, profile: AgentProfile, run_dir: str, trials: list[TrialResult], dropped: RacingDecision | None = None
+) -> ProfileResult:
+    """One profile's line in trainer.json, from its trials (`run_dir`: relative to the training folder)."""
+    graded = [t for t in trials if t.is_graded]
+    passed = sum(t.passed for t in graded)
+    w = wilson(passed, len(graded))
+    cost = round(sum(t.cost_usd or 0.0 for t in trials), 6)
+    return ProfileResult(
+        id=pid,
+        profile=profile,
+        run_dir=run_dir,
+        rounds=len({t.iteration for t in trials}),
+        trials=len(trials),
+        graded_trials=len(graded),
+        passed=passed,
+        pass_rate=task_mean_rate(trials),
+        interval=None if w is None else (w.low, w.high),
+        cost_usd=cost,
+        cost_per_pass=cost / passed if passed and cost else None,
+        tokens=sum(t.tokens_used for t in trials),
+        stopped_at_round=dropped.round if dropped else None,
+        stop_reason=dropped.reason if dropped else None,
+    )
+
+
+def episodes_of(environment: str, pid: str, run_dir: str, trials: list[TrialResult]) -> list[GymEpisode]:
+    """The GymEpisodes of one run folder's trials (`run_dir`: relative to the training folder)."""
+    return [
+        GymEpisode(
+            id=t.trial_id,
+            environment=environment,
+            profile=pid,
+            task_id=t.task_id,
+            round=t.iteration,
+            status="pass" if t.passed else ("error" if not t.is_graded else "fail"),
+            failure_mode=None if t.failure_mode is None else str(t.failure_mode),
+            graded=t.is_graded,
+            trial_dir=f"{run_dir}/{t.trial_dir}",
+            duration_ms=t.duration_ms,
+            cost_usd=t.cost_usd,
+            input_tokens=t.tokens.input,
+            output_tokens=t.tokens.output,
+            turns=t.turns,
+        )
+        for t in trials
+    ]
+
+
+def save_training(folder: Path, result: TrainerResult, episodes: list[GymEpisode]) -> None:
+    """trainer.json and episodes.jsonl, each written whole (atomically)."""
+    result.updated_at = utcnow()
+    atomic_write_text(folder / GYM_EPISODES_FILE, "".join(json.dumps(e.model_dump()) + "\n" for e in episodes))
+    atomic_write_model(trainer_file(folder), result)
 
 
 def resolve_profiles(project_root: Path, ids: list[str]) -> list[AgentProfile]:
@@ -196,7 +284,7 @@ class Trainer:
         """Validate the plan, its profiles, suite, model and budget; only then write the training folder."""
         if opts.plan is None:
             raise UserError("missing; give PLAN.toml (or --resume DIR)", field="PLAN")
-        plan = load_plan(opts.plan)
+        plan = opts.read_plan(opts.plan)
         output = opts.output or Path("results") / new_training_id()
         check_output(output)
         root = (opts.project_root or Path.cwd()).resolve()
@@ -241,19 +329,10 @@ class Trainer:
     @classmethod
     def resume(cls, folder: Path, opts: TrainOptions, notify: Notify, console: Console | None = None) -> Trainer:
         """Go on with a training folder; a plan given again must be the one it ran."""
-        if folder.is_file() and folder.name == trainer_file(folder.parent).name:
-            folder = folder.parent
-        result = load_result(folder)
-        if opts.plan is not None and plan_text(load_plan(opts.plan)) != result.plan_toml:
-            raise UserError("differs from the plan this training folder ran; resume without it, or start a new "
-                            "--output", path=opts.plan)  # fmt: skip
+        folder, result = reopen(folder, opts)
         root = Path(result.project_root)
-        if opts.project_root is not None and opts.project_root.resolve() != root:
-            raise UserError(f"differs from this training's {root}; a resume keeps it", field="project_root")
         profiles = [r.profile for r in result.profiles] or resolve_profiles(root, result.plan.profiles)
-        result.status = "running"
-        result.stop_reason = None
-        trainer = cls(folder.resolve(), result, profiles, opts.models, notify, console)
+        trainer = cls(folder, result, profiles, opts.models, notify, console)
         trainer.save()
         return trainer
 
@@ -408,65 +487,17 @@ class Trainer:
     def profile_results(self) -> list[ProfileResult]:
         out = []
         for pid in self.plan.profiles:
-            trials = self._arm_trials(pid)
-            graded = [t for t in trials if t.is_graded]
-            passed = sum(t.passed for t in graded)
-            rate = task_mean_rate(trials)
-            w = wilson(passed, len(graded))
-            cost = round(sum(t.cost_usd or 0.0 for t in trials), 6)
             dropped = [d for d in self.result.racing if d.profile == pid and d.action == "dropped"]
-            out.append(
-                ProfileResult(
-                    id=pid,
-                    profile=self.profiles[pid],
-                    run_dir=f"{ARMS_DIR}/{pid}",
-                    rounds=len({t.iteration for t in trials}),
-                    trials=len(trials),
-                    graded_trials=len(graded),
-                    passed=passed,
-                    pass_rate=rate,
-                    interval=None if w is None else (w.low, w.high),
-                    cost_usd=cost,
-                    cost_per_pass=cost / passed if passed and cost else None,
-                    tokens=sum(t.tokens_used for t in trials),
-                    stopped_at_round=dropped[0].round if dropped else None,
-                    stop_reason=dropped[0].reason if dropped else None,
-                )
-            )
-        return out
-
-    def episodes(self) -> list[GymEpisode]:
-        out = []
-        for pid in self.plan.profiles:
-            for t in self._arm_trials(pid):
-                out.append(
-                    GymEpisode(
-                        id=t.trial_id,
-                        environment=self.result.environment,
-                        profile=pid,
-                        task_id=t.task_id,
-                        round=t.iteration,
-                        status="pass" if t.passed else ("error" if not t.is_graded else "fail"),
-                        failure_mode=None if t.failure_mode is None else str(t.failure_mode),
-                        graded=t.is_graded,
-                        trial_dir=f"{ARMS_DIR}/{pid}/{t.trial_dir}",
-                        duration_ms=t.duration_ms,
-                        cost_usd=t.cost_usd,
-                        input_tokens=t.tokens.input,
-                        output_tokens=t.tokens.output,
-                        turns=t.turns,
-                    )
-                )
+            out.append(profile_result(pid, self.profiles[pid], f"{ARMS_DIR}/{pid}", self._arm_trials(pid),
+                                      dropped[0] if dropped else None))  # fmt: skip
         return out
 
     def save(self) -> None:
-        """trainer.json and episodes.jsonl, each written whole (atomically)."""
         self.result.profiles = self.profile_results()
-        self.result.updated_at = utcnow()
-        atomic_write_text(
-            self.folder / GYM_EPISODES_FILE, "".join(json.dumps(e.model_dump()) + "\n" for e in self.episodes())
-        )
-        atomic_write_model(trainer_file(self.folder), self.result)
+        env = self.result.environment
+        episodes = [e for pid in self.plan.profiles
+                    for e in episodes_of(env, pid, f"{ARMS_DIR}/{pid}", self._arm_trials(pid))]  # fmt: skip
+        save_training(self.folder, self.result, episodes)
 
 
 def pareto_front(profiles: list[ProfileResult]) -> list[str]:
