@@ -225,6 +225,7 @@ def test_kill_9_then_resume_loses_nothing_and_runs_nothing_twice(fake: FakeOllam
 
 
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(fake: FakeOllama, tmp_path: Path) -> None:
+    fake.add_model("agent", agent(0, lambda word, system: 0.5))
     root = _project(tmp_path, calm=NEUTRAL)
     suite = _suite(tmp_path / "words.json", 6)
     out = tmp_path / "out"
@@ -247,6 +248,9 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(fake: FakeOllama, tmp_p
     proc = _run(fake, _plan(root, suite, ["baseline", "calm"]), out, root, "--reflect-model", "ollama:agent")
     assert proc.returncode == 2 and "--reflect-model: only for plans with strategy = 'evolve'" in proc.stderr
     assert not out.exists()
+    down = train("run", str(_plan(root, suite, ["baseline", "calm"])), "--output", str(out), "--project-root",
+                 str(root), "--ollama-endpoint", "http://127.0.0.1:9")  # fmt: skip
+    assert down.returncode == 2 and "cannot reach the Ollama server" in down.stderr and not out.exists()
     proc = train("run", str(tmp_path / "nope.toml"), "--output", str(out))
     assert proc.returncode == 2 and "no such plan file" in proc.stderr and not out.exists()
 

@@ -31,7 +31,7 @@ from typing import Any, ClassVar
 
 from rich.console import Console
 
-from tbench.agents.model_adapter import DEFAULT_MODEL, build_model_plan
+from tbench.agents.model_adapter import DEFAULT_MODEL
 from tbench.archivist.guard import LeakGuard
 from tbench.archivist.loop import reflection_transport
 from tbench.bench.formats import load_suite
@@ -69,9 +69,11 @@ from tbench.trainer.service import (
     Trainer,
     Training,
     TrainOptions,
+    arm_run_id,
     episodes_of,
     glob_escape,
     new_training_id,
+    preflight_models,
     profile_result,
     reopen,
     resolve_profiles,
@@ -231,7 +233,7 @@ class Evolver:
         if model is None:
             raise UserError(f"profile {seed.id!r} names no model and neither does the plan; set `model`",
                             path=opts.plan, field="model")  # fmt: skip
-        build_model_plan(model, opts.models)
+        preflight_models([model], opts.models, plan)
         spec = plan.evolve.reflect_model or model
         transport = reflection_transport(spec, opts.models)
         try:
@@ -464,7 +466,7 @@ class Evolver:
         folder = self.folder / entry.folder
 
         def options() -> IterateOptions:
-            return self._options(profile, folder, entry.tasks, f"{self.folder.name}-e{entry.n:03d}")
+            return self._options(profile, folder, entry.tasks, arm_run_id(self.folder, f"e{entry.n:03d}"))
 
         try:
             done = self.arms.advance(folder, options, entry.k, prefix=f"eval {entry.n} {profile.id}")
@@ -485,7 +487,7 @@ class Evolver:
             iterations=plan.trials_per_task,
             model=profile.model or plan.model or DEFAULT_MODEL,
             timeout_sec=plan.timeout_sec,
-            run_id=run_id[-120:].lstrip("-._") or profile.id,
+            run_id=run_id,
             tasks=tuple(glob_escape(t) for t in tasks),
             project_root=Path(self.result.project_root),
             runner="overnight",
@@ -640,7 +642,7 @@ class Evolver:
                 folder = self.folder / ARMS_DIR / pid
 
                 def options(pid: str = pid, folder: Path = folder) -> IterateOptions:
-                    return self._options(arms[pid], folder, self.result.holdout_tasks, f"{self.folder.name}-{pid}")
+                    return self._options(arms[pid], folder, self.result.holdout_tasks, arm_run_id(self.folder, pid))
 
                 try:
                     done = self.arms.advance(folder, options, r, prefix=f"confirm {pid}")

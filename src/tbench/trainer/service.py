@@ -25,7 +25,7 @@ from tbench.agents.model_adapter import DEFAULT_MODEL, build_model_plan
 from tbench.archivist.holdout import project_holdout
 from tbench.bench.formats import load_suite
 from tbench.errors import UserError
-from tbench.fsutil import atomic_write_model, atomic_write_text
+from tbench.fsutil import ascii_slug, atomic_write_model, atomic_write_text
 from tbench.models.common import utcnow
 from tbench.models.layout import ARMS_DIR, GYM_EPISODES_FILE, ProjectLayout, RunLayout
 from tbench.models.model_settings import ModelSettings
@@ -183,6 +183,14 @@ class Selection:
     holdout: list[str]
 
 
+def preflight_models(specs: list[str], settings: ModelSettings, plan: TrainingPlan) -> None:
+    """Every model the plan will run, checked before anything is written (a bad name, a server that is down,
+    a model it does not serve): one line now, not an arm that fails after another arm ran."""
+    tasks = load_suite(Path(plan.suite), plan.tasks).tasks
+    for spec in dict.fromkeys(specs):
+        build_model_plan(spec, settings).preflight(tasks)
+
+
 def select_tasks(plan: TrainingPlan, project_root: Path) -> Selection:
     suite = load_suite(Path(plan.suite), plan.tasks)
     ids = [t.id for t in suite.tasks]
@@ -191,6 +199,12 @@ def select_tasks(plan: TrainingPlan, project_root: Path) -> Selection:
     if not used:
         raise UserError("leaves no task outside the held-out split; lower split.holdout", field="split.holdout")
     return Selection(suite.name, used, held)
+
+
+def arm_run_id(folder: Path, suffix: str) -> str:
+    """The run id of one of a training folder's runs: safe for engines and run ids whatever the folder is called
+    (spaces, non-ASCII letters)."""
+    return ascii_slug(f"{folder.name}-{suffix}", max_len=100)
 
 
 def new_training_id() -> str:
@@ -294,7 +308,7 @@ class Trainer:
             if (p.model or plan.model) is None:
                 raise UserError(f"profile {p.id!r} names no model and neither does the plan; set `model`",
                                 path=opts.plan, field="model")  # fmt: skip
-            build_model_plan(p.model or plan.model or DEFAULT_MODEL, opts.models)  # a bad model: one line, now
+        preflight_models([p.model or plan.model or DEFAULT_MODEL for p in profiles], opts.models, plan)
         selection = select_tasks(plan, root)
         need = len(selection.tasks) * len(profiles)
         if plan.budget.trials is not None and plan.budget.trials < need:
@@ -424,7 +438,7 @@ class Trainer:
             iterations=plan.trials_per_task,
             model=profile.model or plan.model or DEFAULT_MODEL,
             timeout_sec=plan.timeout_sec,
-            run_id=f"{self.folder.name}-{profile.id}"[-120:].lstrip("-._") or profile.id,
+            run_id=arm_run_id(self.folder, profile.id),
             tasks=tuple(glob_escape(t) for t in self.result.tasks),
             project_root=Path(self.result.project_root),
             runner="overnight",
