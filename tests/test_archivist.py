@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from tbench.archivist.context import estimate_tokens, rank, select
-from tbench.archivist.credit import HARM_CONFIDENCE, credit, judge, p_harm
+from tbench.archivist.credit import HARM_CONFIDENCE, credit, judge, p_harm, p_worse
 from tbench.archivist.guard import LeakGuard
 from tbench.archivist.holdout import split_holdout
 from tbench.archivist.memory_service import MemoryStore
@@ -338,7 +338,7 @@ def test_credit_judges_a_lesson_against_its_task_without_it(tmp_path: Path) -> N
     got = {x.id: x for x in store.load()}
     assert (got[a.id].uncredited, got[a.id].helpful) == (1, 0) and got[a.id].last_used_at is not None
     assert (got[b.id].helpful, got[b.id].importance) == (1, 0.6)
-    passing = [_past("pass"), _past("pass")]
+    passing = [_past("pass")] * 4
     for _ in range(8):  # b now hurts a task that passes without it: retired once P(harm) >= 0.99
         credit(store, seen(FAIL, b.id), passing)
     assert b.id in {x.id for x in store.load()}  # one help earlier: 8 hurts are not yet enough (6 would be alone)
@@ -349,6 +349,25 @@ def test_credit_judges_a_lesson_against_its_task_without_it(tmp_path: Path) -> N
         gone.id == b.id and gone.harmful == 9 and gone.retired_reason.startswith("harmful: hurt 9 trial(s), helped 1")
     )
     assert credit(store, seen(("error", FailureMode.INFRA_ERROR), a.id), passing) == {}  # ungraded: no credit
+
+
+def test_a_lucky_counterfactual_never_retires_a_lesson_on_a_coin_flip_task(tmp_path: Path) -> None:
+    """A coin-flip task that passed twice before the lesson existed: with the lesson it goes on flipping. Each
+    failure reads "hurt" against p0 = 1, but the counterfactual is two trials: the lesson stays."""
+    store = MemoryStore(tmp_path / "mem")
+    lesson = _lesson(RULE_A, importance=0.5)
+    store.transact(lambda active, retired: active.append(lesson))
+    lucky = [_past("pass"), _past("pass")]
+    for i in range(40):
+        r = trial("r", 2 + i, "hello-file", PASS if i % 2 else FAIL)
+        r.lesson_ids = [lesson.id]
+        credit(store, r, lucky)
+    (kept,) = store.load()
+    assert (kept.harmful, kept.helpful, kept.unchanged) == (20, 0, 20)  # the trial counts alone would retire it
+    assert p_harm(0, 20) >= HARM_CONFIDENCE and p_worse(kept) < 0.9
+    assert kept.by_task["hello-file"].model_dump() == {
+        "with_graded": 40, "with_passed": 20, "without_graded": 2, "without_passed": 2,
+    }  # fmt: skip
 
 
 def test_holdout_split_is_reproducible_and_never_empty_or_total() -> None:

@@ -182,6 +182,9 @@ def test_null_world_claims_a_winner_in_at_most_one_of_20_seeds(fake: FakeOllama,
         assert result.status == "completed" and result.spent.trials == 40
         winners.append(result.verdict.winner if result.verdict else None)
     assert sum(w is not None for w in winners) <= 1, winners
+    # ... and it destroyed nothing: the project's profiles are as they were (nothing is applied without promote)
+    assert sorted(p.name for p in (root / ".openagents/trainer/profiles").iterdir()) == ["calm.toml"]
+    assert "Take a breath" in (root / ".openagents/trainer/profiles/calm.toml").read_text()
 
 
 def test_budget_in_trials_is_honoured(fake: FakeOllama, tmp_path: Path) -> None:

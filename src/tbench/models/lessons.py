@@ -30,6 +30,17 @@ def lesson_id(text: str) -> str:
     return "L" + hashlib.sha256(normalize(text).encode()).hexdigest()[:10]
 
 
+class TaskCounts(BaseModel):
+    """One task's evidence on a lesson: its graded trials with the lesson, and (as last seen) without it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    with_graded: int = Field(default=0, ge=0)
+    with_passed: int = Field(default=0, ge=0)
+    without_graded: int = Field(default=0, ge=0)
+    without_passed: int = Field(default=0, ge=0)
+
+
 class Lesson(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -50,6 +61,9 @@ class Lesson(BaseModel):
     """Trials that went as the task goes without it."""
     uncredited: int = Field(default=0, ge=0)
     """Trials it saw whose task had too few trials without it to judge against."""
+    by_task: dict[str, TaskCounts] = Field(default_factory=dict)
+    """Per credited task, the trials with the lesson and the counterfactual without it (archivist/credit.py reads
+    it before retiring: how sure the counterfactual itself is)."""
     evidence_tasks: list[str] = Field(default_factory=list)
     """Task ids of the trials it was drawn from (what the held-out taint check reads)."""
     evidence: list[str] = Field(default_factory=list)
