@@ -181,6 +181,7 @@ def test_null_world_claims_a_winner_in_at_most_one_of_20_seeds(fake: FakeOllama,
         result = trainer.run()
         assert result.status == "completed" and result.spent.trials == 40
         winners.append(result.verdict.winner if result.verdict else None)
+    print(f"\ntrainer null world: {sum(w is not None for w in winners)} winner(s) in 20 seeds: {winners}")
     assert sum(w is not None for w in winners) <= 1, winners
     # ... and it destroyed nothing: the project's profiles are as they were (nothing is applied without promote)
     assert sorted(p.name for p in (root / ".openagents/trainer/profiles").iterdir()) == ["calm.toml"]
